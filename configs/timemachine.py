@@ -1,0 +1,64 @@
+r"""The book's section 8.6: a character RNN language model on The Time Machine.
+
+    python main.py --config=configs/timemachine.py
+    python main.py --config=configs/timemachine.py:gru --workdir=runs/gru
+    python main.py --config=configs/timemachine.py:smoke --config.num_epochs=3
+
+Variants (the text after `:`): `smoke` (seconds on a CPU, for tests), `gru`,
+`lstm`. The default is the seed's configuration.
+"""
+
+import ml_collections
+
+
+def get_config(arg=None):
+    """Returns the seed configuration, changed as the variant `arg` says."""
+    config = ml_collections.ConfigDict()
+
+    # Data.
+    config.data_file = ""  # An explicit path to timemachine.txt; wins over data_dir.
+    config.data_dir = ""  # Cache folder; "" means $RNNLM_JAX_DATA_DIR or ~/.cache/rnnlm_jax.
+    config.data_url = "http://d2l-data.s3-accelerate.amazonaws.com/timemachine.txt"  # The book's.
+    config.token = "char"  # The book's char-level model ("word" tokenizes on whitespace).
+    config.max_tokens = 10000  # load_data_time_machine's truncation (<= 0: the whole text).
+    config.min_freq = 0  # Vocab: drop tokens seen fewer times (0 keeps all, as the book).
+    config.batch_size = 32  # The book's minibatch size.
+    config.num_steps = 35  # The book's sequence length per minibatch.
+    config.partition = "sequential"  # use_random_iter=False; "random" resets state every batch.
+
+    # Model.
+    config.cell = "rnn"  # The section's vanilla tanh RNN ("gru", "lstm" are the next sections').
+    config.num_hiddens = 256  # The book's hidden width.
+    config.num_layers = 1  # One recurrent layer, as in the section.
+    config.initializer = "normal"  # N(0, init_scale), zero biases: what gave the book's 1.2.
+    config.init_scale = 0.01  # MXNet train_ch8 re-initialises with Normal(0.01).
+    config.unroll = 1  # Time steps per compiled loop iteration (a speed knob only).
+    config.dtype = "float32"  # dtype of the matmuls.
+
+    # Training.
+    config.lr = 1.0  # The book's SGD learning rate.
+    config.clip = 1.0  # Gradient clipping at global L2 norm theta = 1.
+    config.num_epochs = 500  # The book's budget.
+    config.seed = 0  # Parameter init and every epoch's random offset / shuffle.
+
+    # Logging and prediction.
+    config.log_every_epochs = 10  # The book prints a prediction every 10 epochs.
+    config.prefixes = ("time traveller", "traveller")  # The book's two final prompts.
+    config.num_preds = 50  # Characters predicted after each prefix.
+
+    if arg in (None, ""):
+        pass
+    elif arg == "smoke":
+        config.num_hiddens = 32  # Small and fast: seconds on a CPU.
+        config.max_tokens = 2000
+        config.batch_size = 8
+        config.num_epochs = 4
+        config.log_every_epochs = 2
+        config.num_preds = 10
+    elif arg == "gru":
+        config.cell = "gru"
+    elif arg == "lstm":
+        config.cell = "lstm"
+    else:
+        raise ValueError(f"unknown variant {arg!r}; expected one of smoke, gru, lstm")
+    return config

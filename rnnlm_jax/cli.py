@@ -1,0 +1,75 @@
+"""What `main.py` needs at the edge: flag parsing and errors as one line and an exit status."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from absl import flags
+from ml_collections import config_flags
+
+from rnnlm_jax.configuration import ConfigError
+from rnnlm_jax.data import DataError
+from rnnlm_jax.training import TrainingError, train_and_evaluate
+
+
+def fail(message: str, status: int) -> None:
+    """Prints `error: message` (one line) to stderr and exits with `status`."""
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+    sys.exit(status)
+
+
+def _last_line(error: BaseException) -> str:
+    """The informative last line of a possibly multi-line message (e.g. a quoted traceback)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parsing that reports a bad flag, config file or override in one line, status 2."""
+    try:
+        rest = flags.FLAGS(argv)
+    except flags.Error as e:
+        fail(_last_line(e), status=2)
+    except (AttributeError, KeyError) as e:  # An override of a field the config does not have.
+        field = str(e.args[0] if e.args else e).strip("'\"")
+        fail(f"unknown config field {field!r}: the config file defines no such field", status=2)
+    except Exception as e:
+        fail(f"bad flags: {_last_line(e)}", status=2)
+    if flags.FLAGS["config"].value is None:
+        fail("--config is required, e.g. --config=configs/timemachine.py", status=2)
+    try:
+        flags.FLAGS.config.keys()  # A config file that failed to load reports it here.
+    except Exception as e:
+        fail(f"cannot load --config={config_flags.get_config_filename(flags.FLAGS['config'])}: {_last_line(e)}", 2)
+    # Quiet by default (no INFO lines from JAX's backend probing); --verbosity=0 restores them.
+    if not any(a.startswith(("--verbosity", "-v=", "--v=")) for a in argv):
+        flags.FLAGS.verbosity = -1
+    return rest
+
+
+def default_workdir(config_filename: str) -> str:
+    """`runs/<config stem>[_<variant>]`, e.g. `runs/timemachine_gru` for `...:gru`."""
+    path, _, variant = config_filename.partition(":")
+    name = Path(path).stem + (f"_{variant}" if variant else "")
+    return str(Path("runs") / name)
+
+
+def train(config, workdir: str) -> None:
+    train_and_evaluate(config, workdir)
+
+
+def run(job: Callable[[], None]) -> None:
+    """Runs `job`, turning the project's errors into one line and a non-zero status.
+
+    Config errors exit 2; data and training errors exit 1.
+    """
+    try:
+        job()
+    except ConfigError as e:
+        fail(e, status=2)
+    except (DataError, TrainingError) as e:
+        fail(e, status=1)
+    except KeyboardInterrupt:
+        fail("interrupted", status=130)

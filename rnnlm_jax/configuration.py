@@ -1,0 +1,76 @@
+"""Checks a run's config and turns it into the objects it describes (model, dtype)."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import ml_collections
+
+from rnnlm_jax.data import PARTITIONS, TOKEN_TYPES
+from rnnlm_jax.models import CELLS, INITS, RNNModel
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+class ConfigError(ValueError):
+    """A config field has a value the run cannot use; the message names the field."""
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _choice(config, field: str, choices) -> None:
+    value = config[field]
+    _check(value in choices, f"config.{field}={value!r} is not one of {tuple(choices)}")
+
+
+def _at_least(config, field: str, low, kind=int) -> None:
+    value = config[field]
+    _check(
+        isinstance(value, kind) and not isinstance(value, bool) and value >= low,
+        f"config.{field}={value!r} must be {'an integer' if kind is int else 'a number'} >= {low}",
+    )
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raises `ConfigError` (one line, naming the field) for a value the run cannot use."""
+    for field in ("batch_size", "num_steps", "num_hiddens", "num_layers", "num_epochs"):
+        _at_least(config, field, 1)
+    for field in ("log_every_epochs", "unroll"):
+        _at_least(config, field, 1)
+    for field in ("num_preds", "min_freq", "seed"):
+        _at_least(config, field, 0)
+    _check(isinstance(config.max_tokens, int), "config.max_tokens must be an integer (<= 0: all)")
+    for field in ("lr", "clip", "init_scale"):
+        value = config[field]
+        _check(
+            isinstance(value, (int, float)) and value > 0,
+            f"config.{field}={value!r} must be a number > 0",
+        )
+    _choice(config, "cell", CELLS)
+    _choice(config, "initializer", INITS)
+    _choice(config, "token", TOKEN_TYPES)
+    _choice(config, "partition", PARTITIONS)
+    _choice(config, "dtype", DTYPES)
+    prefixes = config.prefixes
+    _check(
+        isinstance(prefixes, (tuple, list))
+        and len(prefixes) > 0
+        and all(isinstance(p, str) and p for p in prefixes),
+        f"config.prefixes={prefixes!r} must be a non-empty tuple of non-empty strings",
+    )
+
+
+def model_from_config(config: ml_collections.ConfigDict, vocab_size: int) -> RNNModel:
+    """The `RNNModel` that `config` describes, for a vocab of `vocab_size` tokens."""
+    return RNNModel(
+        vocab_size=vocab_size,
+        cell=config.cell,
+        num_hiddens=config.num_hiddens,
+        num_layers=config.num_layers,
+        initializer=config.initializer,
+        init_scale=config.init_scale,
+        unroll=config.unroll,
+        dtype=DTYPES[config.dtype],
+    )

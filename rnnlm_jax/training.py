@@ -1,0 +1,211 @@
+"""Training: the train state, the jitted clipped-SGD step, the epoch loop and `train_and_evaluate`.
+
+The book's `train_ch8`: mean softmax cross-entropy over the T*B targets,
+gradients clipped to global L2 norm `clip`, plain SGD with rate `lr`, one
+step per minibatch; the hidden state starts at zero each epoch (each batch
+under random partitioning) and is otherwise carried over with its gradient
+stopped at the batch boundary.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax.training import train_state
+
+from rnnlm_jax import data, metrics
+from rnnlm_jax.configuration import ConfigError, model_from_config, validate
+from rnnlm_jax.generation import predict
+from rnnlm_jax.models import RNNModel, State
+
+TrainState = train_state.TrainState
+
+
+class TrainingError(Exception):
+    """Training cannot go on (e.g. the loss became NaN or Inf)."""
+
+
+def make_optimizer(lr: float, clip: float) -> optax.GradientTransformation:
+    """The book's updater: clip by global L2 norm `clip`, then SGD with rate `lr`."""
+    return optax.chain(optax.clip_by_global_norm(clip), optax.sgd(lr))
+
+
+def create_train_state(
+    model: RNNModel, rng: jax.Array, lr: float, clip: float, batch_size: int, num_steps: int
+) -> TrainState:
+    """Initialises the model's parameters and the optimizer state; `step` starts at 0."""
+    tokens = jnp.zeros((batch_size, num_steps), jnp.int32)
+    params = model.init(rng, tokens, model.begin_state(batch_size))["params"]
+    return TrainState.create(apply_fn=model.apply, params=params, tx=make_optimizer(lr, clip))
+
+
+def loss_fn(params, apply_fn, carry: State, X: jax.Array, Y: jax.Array):
+    """Mean cross-entropy of the logits for `X` against `Y` (both int `[B, T]`).
+
+    Returns `(mean_loss, final_state)`; targets are `Y.T` flattened to match
+    the time-major logits `[T * B, V]`.
+    """
+    logits, carry = apply_fn({"params": params}, X, carry)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, Y.T.reshape(-1))
+    return losses.mean(), carry
+
+
+def _train_step(state: TrainState, carry: State, X: jax.Array, Y: jax.Array):
+    carry = jax.lax.stop_gradient(carry)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (loss, carry), grads = grad_fn(state.params, state.apply_fn, carry, X, Y)
+    state = state.apply_gradients(grads=grads)
+    num_tokens = Y.size
+    step_metrics = {
+        "loss_sum": loss * num_tokens,
+        "num_tokens": jnp.asarray(num_tokens, jnp.float32),
+        "grad_norm": optax.tree.norm(grads),
+    }
+    return state, carry, step_metrics
+
+
+train_step = jax.jit(_train_step, donate_argnums=0)
+train_step.__doc__ = """One clipped-SGD step: `(state, carry, X, Y) -> (state, carry, metrics)`.
+
+Args:
+  state: the `TrainState` (donated: do not reuse the one passed in).
+  carry: the hidden state `[L, B, H]` (LSTM: a pair); its gradient is stopped.
+  X, Y: int32 `[B, T]` inputs and targets.
+
+Returns:
+  The updated state, the final hidden state and `metrics`: `loss_sum` (the
+  summed token losses), `num_tokens` and `grad_norm` (the global gradient
+  norm before clipping).
+"""
+
+
+def train_epoch(
+    state: TrainState, X_all: np.ndarray, Y_all: np.ndarray, begin_state: State, reset_each_batch: bool
+) -> tuple[TrainState, dict[str, float]]:
+    """One epoch over stacked minibatches `X_all, Y_all` int32 `[N, B, T]`.
+
+    Returns the new state and the epoch's metrics: `loss_sum`, `num_tokens`
+    and `grad_norm` (the mean of the steps' gradient norms).
+    """
+    carry = begin_state
+    totals = None
+    for X, Y in zip(X_all, Y_all):
+        if reset_each_batch:
+            carry = begin_state
+        state, carry, m = train_step(state, carry, X, Y)
+        totals = m if totals is None else jax.tree.map(jnp.add, totals, m)
+    totals = jax.device_get(totals)
+    totals["grad_norm"] = totals["grad_norm"] / len(X_all)
+    return state, {k: float(v) for k, v in totals.items()}
+
+
+def device_name() -> str:
+    """The JAX device the run uses, e.g. `cpu:0` or `cuda:0`."""
+    return str(jax.devices()[0])
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Runs the whole job described by `config`, writing its outputs into `workdir`.
+
+    Writes `config.json`, `metrics.jsonl` (one line per epoch) and
+    `perplexity.png`, prints the book's progress and final lines, and
+    returns the final `state`, `perplexity`, `tokens_per_sec` and the
+    continuations.
+
+    Raises:
+      ConfigError, data.DataError, TrainingError: with one-line messages.
+    """
+    validate(config)
+    path = data.find_time_machine(config.data_file, config.data_dir, config.data_url)
+    corpus, vocab = data.load_corpus(
+        path.read_text(), config.token, config.max_tokens, config.min_freq
+    )
+    if data.num_batches_per_epoch(
+        len(corpus), config.batch_size, config.num_steps, config.partition
+    ) < 1:
+        raise ConfigError(
+            f"a corpus of {len(corpus)} tokens is too short for config.batch_size="
+            f"{config.batch_size} x config.num_steps={config.num_steps}"
+        )
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(config.to_json(indent=2) + "\n")
+
+    model = model_from_config(config, len(vocab))
+    state = create_train_state(
+        model,
+        jax.random.key(config.seed),
+        config.lr,
+        config.clip,
+        config.batch_size,
+        config.num_steps,
+    )
+    begin_state = model.begin_state(config.batch_size)
+    reset_each_batch = config.partition == "random"
+
+    def continuation(prefix: str) -> str:
+        return predict(state.params, prefix, config.num_preds, vocab, model)
+
+    history = []
+    writer = metrics.JsonlWriter(workdir / "metrics.jsonl")
+    timed_tokens, timed_seconds = 0.0, 0.0
+    for epoch in range(config.num_epochs):
+        X_all, Y_all = data.epoch_batches(
+            corpus, config.batch_size, config.num_steps, config.partition, config.seed, epoch
+        )
+        start = time.perf_counter()
+        state, m = train_epoch(state, X_all, Y_all, begin_state, reset_each_batch)
+        seconds = time.perf_counter() - start
+        mean_loss = m["loss_sum"] / m["num_tokens"]
+        if not math.isfinite(mean_loss):
+            raise TrainingError(
+                f"the loss became {mean_loss} in epoch {epoch + 1}; stopping (try a smaller lr or clip)"
+            )
+        record = {
+            "epoch": epoch + 1,
+            "perplexity": math.exp(mean_loss),
+            "loss": mean_loss,
+            "grad_norm": m["grad_norm"],
+            "tokens_per_sec": m["num_tokens"] / seconds,
+            "seconds": seconds,
+        }
+        if epoch > 0 or config.num_epochs == 1:  # the first epoch includes compilation
+            timed_tokens += m["num_tokens"]
+            timed_seconds += seconds
+        history.append(record)
+        writer.write(record)
+        if (epoch + 1) % config.log_every_epochs == 0:
+            print(
+                f"epoch {epoch + 1}: perplexity {record['perplexity']:.2f}, "
+                f"{continuation(config.prefixes[0])}",
+                flush=True,
+            )
+    writer.close()
+    metrics.plot_perplexity(history, workdir / "perplexity.png")
+
+    result = {
+        "state": state,
+        "vocab": vocab,
+        "model": model,
+        "perplexity": history[-1]["perplexity"],
+        "tokens_per_sec": timed_tokens / timed_seconds,
+        "train_seconds": sum(r["seconds"] for r in history),
+        "continuations": [continuation(p) for p in config.prefixes],
+    }
+    print(
+        f"perplexity {result['perplexity']:.1f}, {result['tokens_per_sec']:.1f} tokens/sec "
+        f"on {device_name()}"
+    )
+    for text in result["continuations"]:
+        print(text)
+    print(f"trained {config.num_epochs} epochs in {result['train_seconds']:.1f} s", flush=True)
+    return result

@@ -1,0 +1,67 @@
+"""Greedy prediction: the book's procedure, deterministic, keeps the prefix."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rnnlm_jax import data
+from rnnlm_jax.generation import greedy_ids, predict
+from rnnlm_jax.models import RNNModel
+
+
+@pytest.fixture(scope="module")
+def setup(corpus_vocab):
+    _, vocab = corpus_vocab
+    model = RNNModel(vocab_size=len(vocab), num_hiddens=32, initializer="flax")
+    params = model.init(jax.random.key(3), jnp.zeros((1, 1), jnp.int32), model.begin_state(1))
+    return model, params["params"], vocab
+
+
+def test_predict_keeps_prefix_and_is_deterministic(setup):
+    model, params, vocab = setup
+    a = predict(params, "time traveller", 30, vocab, model)
+    b = predict(params, "time traveller", 30, vocab, model)
+    assert a == b and a.startswith("time traveller") and len(a) == 14 + 30
+
+
+def test_predict_matches_a_per_token_loop(setup):
+    """The compiled scan equals the book's loop: one token at a time, feeding back the argmax."""
+    model, params, vocab = setup
+    prefix = "the time"
+    state = model.begin_state(1)
+    outputs = [vocab[prefix[0]]]
+    for ch in prefix[1:]:
+        _, state = model.apply({"params": params}, jnp.array([[outputs[-1]]]), state)
+        outputs.append(vocab[ch])
+    for _ in range(20):
+        logits, state = model.apply({"params": params}, jnp.array([[outputs[-1]]]), state)
+        outputs.append(int(jnp.argmax(logits[-1])))
+    expected = "".join(vocab.to_tokens(outputs))
+    assert predict(params, prefix, 20, vocab, model) == expected
+
+
+def test_unknown_characters_map_to_unk(setup):
+    model, params, vocab = setup
+    ids = jnp.asarray(vocab[list("time?")], jnp.int32)
+    assert int(ids[-1]) == 0
+    same = jnp.asarray(vocab[list("time") + ["<unk>"]], jnp.int32)
+    np.testing.assert_array_equal(greedy_ids(model, params, ids, 5), greedy_ids(model, params, same, 5))
+    assert predict(params, "Time!", 3, vocab, model).startswith("Time!")
+
+
+def test_empty_prefix_is_an_error(setup):
+    model, params, vocab = setup
+    with pytest.raises(ValueError, match="prefix"):
+        predict(params, "", 5, vocab, model)
+
+
+def test_zero_predictions_return_the_prefix(setup):
+    model, params, vocab = setup
+    assert predict(params, "abc", 0, vocab, model) == "abc"
+
+
+def test_vocab_roundtrip_for_generation(corpus_vocab):
+    _, vocab = corpus_vocab
+    rebuilt = data.Vocab.from_tokens_list(vocab.idx_to_token)
+    assert rebuilt[list("xyz")] == vocab[list("xyz")]
