@@ -24,7 +24,9 @@ flags.DEFINE_string("workdir", None, "Where outputs go; default runs/<config>[_<
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments: {' '.join(argv[1:])}", status=2)
-    workdir = FLAGS.workdir or cli.default_workdir(config_flags.get_config_filename(FLAGS["config"]))
+    workdir = FLAGS.workdir or cli.default_workdir(
+        config_flags.get_config_filename(FLAGS["config"])
+    )
     cli.run(lambda: cli.train(FLAGS.config, workdir))
 
 

@@ -1,6 +1,6 @@
 """rnnlm_jax: recurrent language models in JAX/Flax, after d2l section 8.6.
 
-    from rnnlm_jax import data, models, training, generation
+from rnnlm_jax import data, models, training, generation
 """
 
 from rnnlm_jax.data import Vocab, find_time_machine, load_corpus

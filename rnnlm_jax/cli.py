@@ -42,7 +42,8 @@ def parse_flags(argv: list[str]) -> list[str]:
     try:
         flags.FLAGS.config.keys()  # A config file that failed to load reports it here.
     except Exception as e:
-        fail(f"cannot load --config={config_flags.get_config_filename(flags.FLAGS['config'])}: {_last_line(e)}", 2)
+        filename = config_flags.get_config_filename(flags.FLAGS["config"])
+        fail(f"cannot load --config={filename}: {_last_line(e)}", status=2)
     # Quiet by default (no INFO lines from JAX's backend probing); --verbosity=0 restores them.
     if not any(a.startswith(("--verbosity", "-v=", "--v=")) for a in argv):
         flags.FLAGS.verbosity = -1

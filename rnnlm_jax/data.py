@@ -59,7 +59,8 @@ def _download(url: str, dest: Path, sha1: str, timeout: float) -> None:
                 f.write(chunk)
         if digest.hexdigest() != sha1:
             raise DataError(
-                f"downloaded {url} has SHA-1 {digest.hexdigest()}, expected {sha1}; nothing was saved"
+                f"downloaded {url} has SHA-1 {digest.hexdigest()}, expected {sha1}; "
+                "nothing was saved"
             )
         os.replace(tmp, dest)
     finally:

@@ -88,7 +88,11 @@ Returns:
 
 
 def train_epoch(
-    state: TrainState, X_all: np.ndarray, Y_all: np.ndarray, begin_state: State, reset_each_batch: bool
+    state: TrainState,
+    X_all: np.ndarray,
+    Y_all: np.ndarray,
+    begin_state: State,
+    reset_each_batch: bool,
 ) -> tuple[TrainState, dict[str, float]]:
     """One epoch over stacked minibatches `X_all, Y_all` int32 `[N, B, T]`.
 
@@ -128,9 +132,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     corpus, vocab = data.load_corpus(
         path.read_text(), config.token, config.max_tokens, config.min_freq
     )
-    if data.num_batches_per_epoch(
-        len(corpus), config.batch_size, config.num_steps, config.partition
-    ) < 1:
+    if (
+        data.num_batches_per_epoch(
+            len(corpus), config.batch_size, config.num_steps, config.partition
+        )
+        < 1
+    ):
         raise ConfigError(
             f"a corpus of {len(corpus)} tokens is too short for config.batch_size="
             f"{config.batch_size} x config.num_steps={config.num_steps}"
@@ -168,7 +175,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         mean_loss = m["loss_sum"] / m["num_tokens"]
         if not math.isfinite(mean_loss):
             raise TrainingError(
-                f"the loss became {mean_loss} in epoch {epoch + 1}; stopping (try a smaller lr or clip)"
+                f"the loss became {mean_loss} in epoch {epoch + 1}; stopping "
+                "(try a smaller lr or clip)"
             )
         record = {
             "epoch": epoch + 1,

@@ -19,7 +19,9 @@ def test_char_vocab_is_the_books(text):
     assert vocab.idx_to_token == ["<unk>"] + BOOK_CHARS
     assert len(corpus) == 170580
     assert corpus.dtype == np.int32
-    assert "".join(vocab.to_tokens(corpus[:40].tolist())) == "the time machine by h g wellsithe time t"
+    assert (
+        "".join(vocab.to_tokens(corpus[:40].tolist())) == "the time machine by h g wellsithe time t"
+    )
 
 
 def test_word_vocab_and_unknowns(text):

@@ -46,7 +46,9 @@ def test_unknown_characters_map_to_unk(setup):
     ids = jnp.asarray(vocab[list("time?")], jnp.int32)
     assert int(ids[-1]) == 0
     same = jnp.asarray(vocab[list("time") + ["<unk>"]], jnp.int32)
-    np.testing.assert_array_equal(greedy_ids(model, params, ids, 5), greedy_ids(model, params, same, 5))
+    np.testing.assert_array_equal(
+        greedy_ids(model, params, ids, 5), greedy_ids(model, params, same, 5)
+    )
     assert predict(params, "Time!", 3, vocab, model).startswith("Time!")
 
 

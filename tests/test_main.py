@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
 
 
@@ -91,3 +90,9 @@ def test_bad_config_is_one_line_and_status_2(tmp_path, args, message):
 def test_bad_config_file_is_one_line_and_status_2(config, message):
     r = run_main(*([f"--config={config}"] if config else []))
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
+
+
+def test_diverging_loss_stops_the_run(tmp_path):
+    r = run_main("--config=configs/timemachine.py:smoke", "--config.lr=1e38", f"--workdir={tmp_path}")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert "loss became" in r.stderr and "epoch 1" in r.stderr

@@ -43,7 +43,9 @@ def test_deeper_layers_feed_on_the_layer_below():
     params = model.init(jax.random.key(0), tokens, state)
     # Changing layer 0's input kernel changes the logits only through layer 1.
     p2 = jax.tree.map(lambda x: x, params)
-    p2["params"]["rnn"]["layer_0"]["i"]["kernel"] = params["params"]["rnn"]["layer_0"]["i"]["kernel"] * 3
+    p2["params"]["rnn"]["layer_0"]["i"]["kernel"] = (
+        params["params"]["rnn"]["layer_0"]["i"]["kernel"] * 3
+    )
     a, sa = model.apply(params, tokens, state)
     b, sb = model.apply(p2, tokens, state)
     assert not np.allclose(a, b) and not np.allclose(sa[1], sb[1])

@@ -54,9 +54,9 @@ def test_carry_gradient_is_stopped():
     """The step's gradient does not depend on how the incoming carry was computed."""
     model, state, X, Y = _setup()
     carry = jnp.full((1, 4, 32), 0.3)
-    g1 = jax.grad(lambda p: training.loss_fn(p, model.apply, jax.lax.stop_gradient(carry), X, Y)[0])(
-        state.params
-    )
+    g1 = jax.grad(
+        lambda p: training.loss_fn(p, model.apply, jax.lax.stop_gradient(carry), X, Y)[0]
+    )(state.params)
     _, _, m = training.train_step(state, carry, X, Y)
     np.testing.assert_allclose(float(m["grad_norm"]), float(optax.tree.norm(g1)), rtol=1e-5)
 
