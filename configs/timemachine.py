@@ -32,7 +32,8 @@ def get_config(arg=None):
     config.num_layers = 1  # One recurrent layer, as in the section.
     config.initializer = "normal"  # N(0, init_scale), zero biases: what gave the book's 1.2.
     config.init_scale = 0.01  # MXNet train_ch8 re-initialises with Normal(0.01).
-    config.unroll = 1  # Time steps per compiled loop iteration (a speed knob only).
+    config.custom_vjp = True  # rnn: hand-written backward pass (False: jax.grad, same result).
+    config.unroll = 1  # Time steps per compiled loop iteration: 1, 5, 35 measured equal.
     config.dtype = "float32"  # dtype of the matmuls.
 
     # Training.

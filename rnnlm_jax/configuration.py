@@ -53,6 +53,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _choice(config, "token", TOKEN_TYPES)
     _choice(config, "partition", PARTITIONS)
     _choice(config, "dtype", DTYPES)
+    _check(isinstance(config.custom_vjp, bool), "config.custom_vjp must be True or False")
     prefixes = config.prefixes
     _check(
         isinstance(prefixes, (tuple, list))
@@ -71,6 +72,7 @@ def model_from_config(config: ml_collections.ConfigDict, vocab_size: int) -> RNN
         num_layers=config.num_layers,
         initializer=config.initializer,
         init_scale=config.init_scale,
+        custom_vjp=config.custom_vjp,
         unroll=config.unroll,
         dtype=DTYPES[config.dtype],
     )

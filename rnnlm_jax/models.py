@@ -15,6 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rnnlm_jax.rnn_cell import SimpleRNN
+
 CELLS = {"rnn": nn.SimpleCell, "gru": nn.GRUCell, "lstm": nn.LSTMCell}
 INITS = ("normal", "xavier", "flax")
 
@@ -49,58 +51,74 @@ def zero_state(cell: str, num_layers: int, batch_size: int, num_hiddens: int) ->
 
 
 class RNNLayer(nn.Module):
-    """A stack of `num_layers` recurrent layers, each an `nn.scan` of a flax cell over time.
+    """A stack of `num_layers` recurrent layers, each an `nn.scan` of a cell over time.
 
     Attributes:
-      cell: `rnn` (flax `SimpleCell`, h = tanh(x W_xh + h W_hh + b)), `gru`
-        or `lstm`.
+      cell: `rnn` (h = tanh(x W_xh + h W_hh + b)), `gru` or `lstm` (flax's cells).
       num_hiddens: H, the width of every layer.
       num_layers: L; the output sequence of layer l is the input of layer l+1.
-      initializer: see `initializers`.
+      vocab_size: V, needed when the inputs are token ids (they stand for their one-hot).
+      initializer, init_scale: see `initializers`.
+      custom_vjp: for `rnn`, use `rnn_cell.SimpleRNN` (input projection out of the time
+        loop, hand-written backward pass); False runs flax's `nn.SimpleCell` under
+        `nn.scan` and `jax.grad` (same parameters, same results to float tolerance).
       unroll: time steps per loop iteration of the compiled scan.
-      dtype: dtype of the matmuls (parameters and carries stay float32).
+      dtype: dtype of the matmul operands; parameters, carries and sums stay float32.
     """
 
     cell: str = "rnn"
     num_hiddens: int = 256
     num_layers: int = 1
+    vocab_size: int | None = None
     initializer: str = "normal"
     init_scale: float = 0.01
+    custom_vjp: bool = True
     unroll: int = 1
     dtype: Any = jnp.float32
-
-    def _cell_class(self):
-        if self.cell not in CELLS:
-            raise ValueError(f"unknown cell {self.cell!r}; expected one of {tuple(CELLS)}")
-        return CELLS[self.cell]
 
     @nn.compact
     def __call__(self, inputs: jax.Array, state: State) -> tuple[jax.Array, State]:
         """Runs the stack over a sequence.
 
         Args:
-          inputs: `[T, B, D]` float inputs (time-major).
+          inputs: `[T, B, D]` float inputs, or int token ids `[T, B]` standing for their
+            one-hot `[T, B, vocab_size]` (time-major).
           state: `[L, B, H]` (LSTM: a pair `(c, h)` of them), e.g. `begin_state(B)`.
 
         Returns:
-          `(outputs, state)`: the last layer's hidden states `[T, B, H]` and the
+          `(outputs, state)`: the last layer's hidden states `[T, B, H]` (float32) and the
           final state of every layer, shaped like `state`.
         """
-        scan_cell = nn.scan(
-            self._cell_class(),
-            variable_broadcast="params",
-            split_rngs={"params": False},
-            in_axes=0,
-            out_axes=0,
-            unroll=self.unroll,
-        )
+        if self.cell not in CELLS:
+            raise ValueError(f"unknown cell {self.cell!r}; expected one of {tuple(CELLS)}")
         inits = initializers(self.initializer, self.init_scale)
         outputs, final = inputs, []
         for layer in range(self.num_layers):
             carry = jax.tree.map(lambda s, i=layer: s[i], state)
-            carry, outputs = scan_cell(
-                features=self.num_hiddens, dtype=self.dtype, name=f"layer_{layer}", **inits
-            )(carry, outputs)
+            name = f"layer_{layer}"
+            if self.cell == "rnn" and self.custom_vjp:
+                carry, outputs = SimpleRNN(
+                    self.num_hiddens,
+                    self.vocab_size,
+                    unroll=self.unroll,
+                    dtype=self.dtype,
+                    name=name,
+                    **inits,
+                )(carry, outputs)
+            else:
+                if jnp.issubdtype(outputs.dtype, jnp.integer):
+                    outputs = jax.nn.one_hot(outputs, self.vocab_size, dtype=self.dtype)
+                scan_cell = nn.scan(
+                    CELLS[self.cell],
+                    variable_broadcast="params",
+                    split_rngs={"params": False},
+                    in_axes=0,
+                    out_axes=0,
+                    unroll=self.unroll,
+                )
+                carry, outputs = scan_cell(
+                    features=self.num_hiddens, dtype=self.dtype, name=name, **inits
+                )(carry, outputs)
             final.append(carry)
         return outputs, jax.tree.map(lambda *s: jnp.stack(s), *final)
 
@@ -123,6 +141,7 @@ class RNNModel(nn.Module):
     num_layers: int = 1
     initializer: str = "normal"
     init_scale: float = 0.01
+    custom_vjp: bool = True
     unroll: int = 1
     dtype: Any = jnp.float32
 
@@ -131,8 +150,10 @@ class RNNModel(nn.Module):
             cell=self.cell,
             num_hiddens=self.num_hiddens,
             num_layers=self.num_layers,
+            vocab_size=self.vocab_size,
             initializer=self.initializer,
             init_scale=self.init_scale,
+            custom_vjp=self.custom_vjp,
             unroll=self.unroll,
             dtype=self.dtype,
         )
@@ -155,8 +176,7 @@ class RNNModel(nn.Module):
           (row t * B + b is step t of sequence b, matching `Y.T.reshape(-1)`)
           and the final state.
         """
-        x = jax.nn.one_hot(tokens.T, self.vocab_size, dtype=self.dtype)
-        outputs, state = self.rnn(x, state)
+        outputs, state = self.rnn(tokens.T, state)  # ids stand for their one-hot [T, B, V]
         logits = self.dense(outputs.reshape(-1, outputs.shape[-1]))
         return logits.astype(jnp.float32), state
 

@@ -93,6 +93,8 @@ def test_bad_config_file_is_one_line_and_status_2(config, message):
 
 
 def test_diverging_loss_stops_the_run(tmp_path):
-    r = run_main("--config=configs/timemachine.py:smoke", "--config.lr=1e38", f"--workdir={tmp_path}")
+    r = run_main(
+        "--config=configs/timemachine.py:smoke", "--config.lr=1e38", f"--workdir={tmp_path}"
+    )
     assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
     assert "loss became" in r.stderr and "epoch 1" in r.stderr

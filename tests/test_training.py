@@ -6,7 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
+from configs import timemachine
 from rnnlm_jax import data, training
 from rnnlm_jax.models import RNNModel
 
@@ -61,22 +63,60 @@ def test_carry_gradient_is_stopped():
     np.testing.assert_allclose(float(m["grad_norm"]), float(optax.tree.norm(g1)), rtol=1e-5)
 
 
-def test_train_step_compiles_once_over_a_run(corpus_vocab, monkeypatch):
-    """Traces of the step over several epochs: one (a retrace would mean a recompile)."""
+def test_epoch_program_compiles_once_over_a_run(tmp_path, monkeypatch):
+    """A whole `train_and_evaluate` run traces the epoch program once (no recompiles)."""
+    traces = []
+
+    def counted(state, X_all, Y_all, begin_state, reset_each_batch):
+        traces.append(1)
+        return training._train_epoch(state, X_all, Y_all, begin_state, reset_each_batch)
+
+    jitted = jax.jit(counted, donate_argnums=0, static_argnames="reset_each_batch")
+    monkeypatch.setattr(training, "train_epoch", jitted)
+    config = timemachine.get_config("smoke")
+    config.num_epochs = 5
+    result = training.train_and_evaluate(config, str(tmp_path))
+    assert int(result["state"].step) == 5 * 7 and len(traces) == 1
+
+
+def test_train_step_compiles_once_in_a_loop(corpus_vocab, monkeypatch):
     traces = []
 
     def counted(*args):
         traces.append(1)
         return training._train_step(*args)
 
-    monkeypatch.setattr(training, "train_step", jax.jit(counted, donate_argnums=0))
+    step = jax.jit(counted, donate_argnums=0)
     corpus, vocab = corpus_vocab
     model = RNNModel(vocab_size=len(vocab), num_hiddens=24)
     state = training.create_train_state(model, jax.random.key(1), 1.0, 1.0, 16, 11)
-    for epoch in range(3):
-        X, Y = data.epoch_batches(corpus, 16, 11, "sequential", 0, epoch)
-        state, _ = training.train_epoch(state, X, Y, model.begin_state(16), False)
-    assert int(state.step) == 3 * len(X) and len(traces) == 1
+    for epoch in range(2):
+        X_all, Y_all = data.epoch_batches(corpus, 16, 11, "sequential", 0, epoch)
+        carry = model.begin_state(16)
+        for X, Y in zip(X_all, Y_all):
+            state, carry, _ = step(state, carry, X, Y)
+    assert len(traces) == 1
+
+
+@pytest.mark.parametrize("partition", ["sequential", "random"])
+def test_epoch_program_equals_the_per_step_loop(corpus_vocab, partition):
+    """`train_epoch` (one compiled scan) and a loop of `train_step` give the same parameters."""
+    corpus, vocab = corpus_vocab
+    model = RNNModel(vocab_size=len(vocab), num_hiddens=32)
+    s1 = training.create_train_state(model, jax.random.key(0), 1.0, 1.0, 8, 10)
+    s2 = training.create_train_state(model, jax.random.key(0), 1.0, 1.0, 8, 10)
+    reset = partition == "random"
+    for epoch in range(2):
+        X_all, Y_all = data.epoch_batches(corpus, 8, 10, partition, 0, epoch)
+        s1, m = training.train_epoch(s1, X_all, Y_all, model.begin_state(8), reset)
+        carry, loss_sum = model.begin_state(8), 0.0
+        for X, Y in zip(X_all, Y_all):
+            if reset:
+                carry = model.begin_state(8)
+            s2, carry, step_metrics = training.train_step(s2, carry, X, Y)
+            loss_sum += float(step_metrics["loss_sum"])
+        np.testing.assert_allclose(float(m["loss_sum"]), loss_sum, rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), s1.params, s2.params)
 
 
 def test_short_run_learns_the_text(corpus_vocab):
@@ -88,16 +128,3 @@ def test_short_run_learns_the_text(corpus_vocab):
         state, m = training.train_epoch(state, X, Y, model.begin_state(32), False)
     perplexity = math.exp(m["loss_sum"] / m["num_tokens"])
     assert perplexity < 12, perplexity  # chance is 28; the book's curve is near 10 here
-
-
-def test_random_partition_resets_the_state(corpus_vocab):
-    """With reset_each_batch the result equals stepping every batch from zeros."""
-    corpus, vocab = corpus_vocab
-    model = RNNModel(vocab_size=len(vocab), num_hiddens=16)
-    X, Y = data.epoch_batches(corpus, 8, 10, "random", 0, 0)
-    s1 = training.create_train_state(model, jax.random.key(0), 1.0, 1.0, 8, 10)
-    s2 = training.create_train_state(model, jax.random.key(0), 1.0, 1.0, 8, 10)
-    s1, _ = training.train_epoch(s1, X[:3], Y[:3], model.begin_state(8), True)
-    for x, y in zip(X[:3], Y[:3]):
-        s2, _, _ = training.train_step(s2, model.begin_state(8), x, y)
-    jax.tree.map(np.testing.assert_array_equal, s1.params, s2.params)
