@@ -54,6 +54,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _choice(config, "partition", PARTITIONS)
     _choice(config, "dtype", DTYPES)
     _check(isinstance(config.custom_vjp, bool), "config.custom_vjp must be True or False")
+    _check(
+        config.dtype == "float32" or config.cell != "rnn" or config.custom_vjp,
+        "config.dtype=bfloat16 with cell rnn needs config.custom_vjp=True "
+        "(flax's SimpleCell would carry a bfloat16 state)",
+    )
     prefixes = config.prefixes
     _check(
         isinstance(prefixes, (tuple, list))

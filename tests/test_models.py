@@ -69,3 +69,63 @@ def test_time_major_logits_match_targets_order():
     logits, _ = model.apply(params, tokens, state)
     one, _ = model.apply(params, tokens[1:], model.begin_state(1))
     np.testing.assert_allclose(logits.reshape(3, 2, 6)[:, 1], one, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_custom_vjp_equals_jax_grad_of_flax_simple_cell(num_layers):
+    """The hand-written backward pass against `jax.grad` through flax's `nn.SimpleCell` scan."""
+    kwargs = dict(vocab_size=28, num_hiddens=64, num_layers=num_layers, initializer="flax")
+    fast, plain = RNNModel(**kwargs), RNNModel(**kwargs, custom_vjp=False)
+    tokens = jax.random.randint(jax.random.key(1), (8, 12), 0, 28)
+    state = fast.begin_state(8) + 0.3
+    params = fast.init(jax.random.key(0), tokens, state)["params"]
+    plain_params = plain.init(jax.random.key(0), tokens, state)["params"]
+    assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, plain_params)
+
+    def loss(model, p):  # depends on every output and on the final state
+        logits, final = model.apply({"params": p}, tokens, state)
+        return jnp.mean(jax.nn.log_softmax(logits)[:, 3]) + 0.1 * jnp.sum(final**2)
+
+    np.testing.assert_allclose(loss(fast, params), loss(plain, params), rtol=1e-6)
+    g_fast = jax.grad(lambda p: loss(fast, p))(params)
+    g_plain = jax.grad(lambda p: loss(plain, p))(params)
+    for a, b in zip(jax.tree.leaves(g_fast), jax.tree.leaves(g_plain)):
+        assert float(jnp.abs(b).max()) > 0
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * float(jnp.abs(b).max()))
+
+
+def test_rnn_layer_takes_floats_or_ids():
+    layer = RNNLayer(num_hiddens=8, vocab_size=5)
+    ids = jnp.array([[1, 4], [0, 2], [3, 3]])  # [T, B]
+    params = layer.init(jax.random.key(0), ids, layer.begin_state(2))
+    a, sa = layer.apply(params, ids, layer.begin_state(2))
+    b, sb = layer.apply(params, jax.nn.one_hot(ids, 5), layer.begin_state(2))
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+    np.testing.assert_allclose(sa, sb, rtol=1e-6)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_bfloat16_matmuls_keep_float32_state_and_logits(cell):
+    model = RNNModel(vocab_size=28, cell=cell, num_hiddens=16, dtype=jnp.bfloat16)
+    tokens = jnp.ones((2, 3), jnp.int32)
+    params = model.init(jax.random.key(0), tokens, model.begin_state(2))
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
+    logits, state = model.apply(params, tokens, model.begin_state(2))
+    assert logits.dtype == jnp.float32
+    assert all(s.dtype == jnp.float32 for s in jax.tree.leaves(state))
+    ref = RNNModel(vocab_size=28, cell=cell, num_hiddens=16).apply(
+        params, tokens, model.begin_state(2)
+    )[0]
+    np.testing.assert_allclose(logits, ref, atol=0.05)
+
+
+def test_unroll_does_not_change_results():
+    tokens = jax.random.randint(jax.random.key(1), (4, 10), 0, 28)
+    a = RNNModel(vocab_size=28, num_hiddens=16)
+    b = RNNModel(vocab_size=28, num_hiddens=16, unroll=5)
+    params = a.init(jax.random.key(0), tokens, a.begin_state(4))
+    np.testing.assert_allclose(
+        a.apply(params, tokens, a.begin_state(4))[0],
+        b.apply(params, tokens, b.begin_state(4))[0],
+        rtol=1e-6,
+    )
