@@ -1,11 +1,14 @@
-r"""Trains the Time Machine RNN language model described by a config file.
+r"""Trains the Time Machine RNN language model described by a config file, or samples from a
+trained one.
 
     python main.py --config=configs/timemachine.py [--workdir=runs/timemachine]
     python main.py --config=configs/timemachine.py:smoke --config.num_epochs=2
+    python main.py --workdir=runs/timemachine --mode=sample --prefix="time traveller"
 
-This file is intentionally kept short: the logic is in `rnnlm_jax`, which
-research code and notebooks import. `--workdir` defaults to
-`runs/<config file stem>[_<variant>]`.
+This file is intentionally kept short: the logic is in `rnnlm_jax`, which research code and
+notebooks import. `--workdir` defaults to `runs/<config file stem>[_<variant>]`; running the
+same command again resumes from the workdir's latest checkpoint. `--mode=sample` (the seed's
+`is_train` off) needs only the workdir: no config, no data file.
 """
 
 import sys
@@ -19,14 +22,19 @@ from rnnlm_jax import cli
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (and :variant).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Where outputs go; default runs/<config>[_<variant>].")
+flags.DEFINE_enum("mode", "train", ["train", "sample"], "Train (or resume), or only generate.")
+flags.DEFINE_string("prefix", "time traveller", "--mode=sample: the text to continue.")
+flags.DEFINE_integer("num_preds", 50, "--mode=sample: how many characters to generate.")
 
 
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments: {' '.join(argv[1:])}", status=2)
-    workdir = FLAGS.workdir or cli.default_workdir(
-        config_flags.get_config_filename(FLAGS["config"])
-    )
+    if FLAGS.mode == "sample":
+        cli.run(lambda: cli.sample(FLAGS.workdir, FLAGS.prefix, FLAGS.num_preds))
+        return
+    config_name = config_flags.get_config_filename(FLAGS["config"])
+    workdir = FLAGS.workdir or cli.default_workdir(config_name)
     cli.run(lambda: cli.train(FLAGS.config, workdir))
 
 

@@ -42,6 +42,10 @@ def get_config(arg=None):
     config.num_epochs = 500  # The book's budget.
     config.seed = 0  # Parameter init and every epoch's random offset / shuffle.
 
+    # Checkpoints (Orbax, in <workdir>/checkpoints; the same command resumes).
+    config.checkpoint_every_epochs = 50  # Also always after the last epoch and on SIGTERM.
+    config.max_to_keep = 3  # Older checkpoints are deleted.
+
     # Logging and prediction.
     config.log_every_epochs = 10  # The book prints a prediction every 10 epochs.
     config.prefixes = ("time traveller", "traveller")  # The book's two final prompts.
@@ -55,6 +59,7 @@ def get_config(arg=None):
         config.batch_size = 8
         config.num_epochs = 4
         config.log_every_epochs = 2
+        config.checkpoint_every_epochs = 2
         config.num_preds = 10
     elif arg == "gru":
         config.cell = "gru"

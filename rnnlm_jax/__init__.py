@@ -1,12 +1,14 @@
 """rnnlm_jax: recurrent language models in JAX/Flax, after d2l section 8.6.
 
-from rnnlm_jax import data, models, training, generation
+from rnnlm_jax import data, models, training, experiment, checkpoints
 """
 
+from rnnlm_jax.checkpoints import load_trained
 from rnnlm_jax.data import Vocab, find_time_machine, load_corpus
+from rnnlm_jax.experiment import train_and_evaluate
 from rnnlm_jax.generation import predict
 from rnnlm_jax.models import RNNLayer, RNNModel
-from rnnlm_jax.training import create_train_state, train_and_evaluate, train_step
+from rnnlm_jax.training import create_train_state, train_epoch, train_step
 
 __all__ = [
     "RNNLayer",
@@ -15,8 +17,10 @@ __all__ = [
     "create_train_state",
     "find_time_machine",
     "load_corpus",
+    "load_trained",
     "predict",
     "train_and_evaluate",
+    "train_epoch",
     "train_step",
 ]
 __version__ = "0.1.0"

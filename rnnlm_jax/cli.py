@@ -1,4 +1,5 @@
-"""What `main.py` needs at the edge: flag parsing and errors as one line and an exit status."""
+"""What `main.py` needs at the edge: flag parsing, the two modes, and errors as one line with
+an exit status (2: bad flags or config; 1: data, checkpoint or training errors)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,14 @@ from pathlib import Path
 from absl import flags
 from ml_collections import config_flags
 
+from rnnlm_jax.checkpoints import CheckpointError, load_trained
 from rnnlm_jax.configuration import ConfigError
 from rnnlm_jax.data import DataError
-from rnnlm_jax.training import TrainingError, train_and_evaluate
+from rnnlm_jax.experiment import TrainingError, train_and_evaluate
+from rnnlm_jax.generation import predict
+
+# Exit status after a signal asked the run to stop (and its checkpoint was saved).
+SIGNAL_EXIT = {"SIGTERM": 0, "SIGINT": 130}
 
 
 def fail(message: str, status: int) -> None:
@@ -37,13 +43,17 @@ def parse_flags(argv: list[str]) -> list[str]:
         fail(f"unknown config field {field!r}: the config file defines no such field", status=2)
     except Exception as e:
         fail(f"bad flags: {_last_line(e)}", status=2)
-    if flags.FLAGS["config"].value is None:
+    if flags.FLAGS.mode == "sample":
+        if not flags.FLAGS.workdir:
+            fail("--mode=sample needs --workdir (a finished or checkpointed run)", status=2)
+    elif flags.FLAGS["config"].value is None:
         fail("--config is required, e.g. --config=configs/timemachine.py", status=2)
-    try:
-        flags.FLAGS.config.keys()  # A config file that failed to load reports it here.
-    except Exception as e:
-        filename = config_flags.get_config_filename(flags.FLAGS["config"])
-        fail(f"cannot load --config={filename}: {_last_line(e)}", status=2)
+    else:
+        try:
+            flags.FLAGS.config.keys()  # A config file that failed to load reports it here.
+        except Exception as e:
+            filename = config_flags.get_config_filename(flags.FLAGS["config"])
+            fail(f"cannot load --config={filename}: {_last_line(e)}", status=2)
     # Quiet by default (no INFO lines from JAX's backend probing); --verbosity=0 restores them.
     if not any(a.startswith(("--verbosity", "-v=", "--v=")) for a in argv):
         flags.FLAGS.verbosity = -1
@@ -58,19 +68,29 @@ def default_workdir(config_filename: str) -> str:
 
 
 def train(config, workdir: str) -> None:
-    train_and_evaluate(config, workdir)
+    """Trains (or resumes); after a SIGTERM / SIGINT exits 0 / 130 with the checkpoint saved."""
+    result = train_and_evaluate(config, workdir)
+    if result["stopped_by"]:
+        sys.exit(SIGNAL_EXIT[result["stopped_by"]])
+
+
+def sample(workdir: str, prefix: str, num_preds: int) -> None:
+    """Prints the greedy continuation of `prefix` from the workdir's latest checkpoint."""
+    if not prefix:
+        raise ConfigError("--prefix must not be empty")
+    if num_preds < 0:
+        raise ConfigError(f"--num_preds must be >= 0, got {num_preds}")
+    model, params, vocab, _ = load_trained(workdir)
+    print(predict(params, prefix, num_preds, vocab, model), flush=True)
 
 
 def run(job: Callable[[], None]) -> None:
-    """Runs `job`, turning the project's errors into one line and a non-zero status.
-
-    Config errors exit 2; data and training errors exit 1.
-    """
+    """Runs `job`, turning the project's errors into one line and a non-zero status."""
     try:
         job()
     except ConfigError as e:
         fail(e, status=2)
-    except (DataError, TrainingError) as e:
+    except (DataError, TrainingError, CheckpointError) as e:
         fail(e, status=1)
     except KeyboardInterrupt:
         fail("interrupted", status=130)

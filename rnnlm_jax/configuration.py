@@ -37,7 +37,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     """Raises `ConfigError` (one line, naming the field) for a value the run cannot use."""
     for field in ("batch_size", "num_steps", "num_hiddens", "num_layers", "num_epochs"):
         _at_least(config, field, 1)
-    for field in ("log_every_epochs", "unroll"):
+    for field in ("log_every_epochs", "unroll", "checkpoint_every_epochs", "max_to_keep"):
         _at_least(config, field, 1)
     for field in ("num_preds", "min_freq", "seed"):
         _at_least(config, field, 0)

@@ -1,33 +1,91 @@
-"""Run records in the workdir: per-epoch metrics as JSON lines and the perplexity plot."""
+"""Run records in the workdir: per-epoch metrics as JSON lines and TensorBoard events, the
+perplexity plot, and a progress line."""
 
 from __future__ import annotations
 
 import json
+import math
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-
-class JsonlWriter:
-    """Writes one JSON object per line to `path`, flushed after each record.
-
-    `append=False` starts a new file; `append=True` continues an existing one.
-    """
-
-    def __init__(self, path: Path, append: bool = False):
-        self._file = open(path, "a" if append else "w")
-
-    def write(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
+METRICS_FILE = "metrics.jsonl"
+SCALARS = ("perplexity", "val_perplexity", "tokens_per_sec", "grad_norm")
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The records of a JSON-lines file."""
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    """The complete records of a JSON-lines file (a torn last line, e.g. after kill -9, is
+    dropped); [] if there is no file."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return records
+
+
+class MetricsLogger:
+    """Appends each epoch's record to `metrics.jsonl` and to TensorBoard event files.
+
+    On a resumed run, records after `start_epoch` (written after the checkpoint that is
+    resumed from) are dropped from both, so each epoch appears once.
+    """
+
+    def __init__(self, workdir: Path, start_epoch: int = 0):
+        from tensorboardX import SummaryWriter  # writes event files without TensorFlow
+
+        path = Path(workdir) / METRICS_FILE
+        self.history = [r for r in read_jsonl(path) if r["epoch"] <= start_epoch]
+        path.write_text("".join(json.dumps(r) + "\n" for r in self.history))
+        self._file = open(path, "a")
+        self._tb = SummaryWriter(logdir=str(workdir), purge_step=start_epoch + 1, flush_secs=10)
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.history.append(record)
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        for key in SCALARS:
+            if key in record:
+                self._tb.add_scalar(key, record[key], record["epoch"])
+
+    def write_text(self, tag: str, text: str, epoch: int) -> None:
+        self._tb.add_text(tag, text, epoch)
+
+    def close(self) -> None:
+        self._file.close()
+        self._tb.close()
+
+
+class Progress:
+    """A progress line (epoch, perplexity, tokens/sec, time left) at most every `seconds`."""
+
+    def __init__(self, num_epochs: int, seconds: float = 2.0):
+        self.num_epochs, self.seconds = num_epochs, seconds
+        self.start = self.last = time.perf_counter()
+        self.epochs_done = 0
+
+    def update(self, record: dict[str, Any]) -> None:
+        self.epochs_done += 1
+        now = time.perf_counter()
+        if now - self.last < self.seconds:
+            return
+        self.last = now
+        left = (now - self.start) / self.epochs_done * (self.num_epochs - record["epoch"])
+        print(
+            f"[{record['epoch']}/{self.num_epochs}] perplexity {record['perplexity']:.2f}, "
+            f"{record['tokens_per_sec']:,.0f} tokens/sec, {_duration(left)} left",
+            flush=True,
+        )
+
+
+def _duration(seconds: float) -> str:
+    seconds = math.ceil(seconds)
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 def plot_perplexity(

@@ -1,4 +1,4 @@
-"""Training: the train state, the jitted clipped-SGD step, the epoch loop and `train_and_evaluate`.
+"""Training maths: the train state, the jitted clipped-SGD step and the compiled epoch.
 
 The book's `train_ch8`: mean softmax cross-entropy over the T*B targets,
 gradients clipped to global L2 norm `clip`, plain SGD with rate `lr`, one
@@ -9,27 +9,15 @@ stopped at the batch boundary.
 
 from __future__ import annotations
 
-import math
-import time
-from pathlib import Path
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
 from flax.training import train_state
 
-from rnnlm_jax import data, metrics
-from rnnlm_jax.configuration import ConfigError, model_from_config, validate
-from rnnlm_jax.generation import predict
 from rnnlm_jax.models import RNNModel, State
 
 TrainState = train_state.TrainState
-
-
-class TrainingError(Exception):
-    """Training cannot go on (e.g. the loss became NaN or Inf)."""
 
 
 def make_optimizer(lr: float, clip: float) -> optax.GradientTransformation:
@@ -44,6 +32,20 @@ def create_train_state(
     tokens = jnp.zeros((batch_size, num_steps), jnp.int32)
     params = model.init(rng, tokens, model.begin_state(batch_size))["params"]
     return TrainState.create(apply_fn=model.apply, params=params, tx=make_optimizer(lr, clip))
+
+
+def abstract_train_state(model: RNNModel, config: ml_collections.ConfigDict) -> TrainState:
+    """The train state's structure, shapes and dtypes for `config`, allocating nothing."""
+    return jax.eval_shape(
+        lambda: create_train_state(
+            model,
+            jax.random.key(config.seed),
+            config.lr,
+            config.clip,
+            config.batch_size,
+            config.num_steps,
+        )
+    )
 
 
 def loss_fn(params, apply_fn, carry: State, X: jax.Array, Y: jax.Array):
@@ -120,112 +122,3 @@ Returns:
   The new state and device scalars: `loss_sum` and `num_tokens` over the
   epoch, and `grad_norm`, the mean over its steps of the norm before clipping.
 """
-
-
-def device_name() -> str:
-    """The JAX device the run uses, e.g. `cpu:0` or `cuda:0`."""
-    return str(jax.devices()[0])
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Runs the whole job described by `config`, writing its outputs into `workdir`.
-
-    Writes `config.json`, `metrics.jsonl` (one line per epoch) and
-    `perplexity.png`, prints the book's progress and final lines, and
-    returns the final `state`, `perplexity`, `tokens_per_sec` and the
-    continuations.
-
-    Raises:
-      ConfigError, data.DataError, TrainingError: with one-line messages.
-    """
-    validate(config)
-    path = data.find_time_machine(config.data_file, config.data_dir, config.data_url)
-    corpus, vocab = data.load_corpus(
-        path.read_text(), config.token, config.max_tokens, config.min_freq
-    )
-    if (
-        data.num_batches_per_epoch(
-            len(corpus), config.batch_size, config.num_steps, config.partition
-        )
-        < 1
-    ):
-        raise ConfigError(
-            f"a corpus of {len(corpus)} tokens is too short for config.batch_size="
-            f"{config.batch_size} x config.num_steps={config.num_steps}"
-        )
-
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(config.to_json(indent=2) + "\n")
-
-    model = model_from_config(config, len(vocab))
-    state = create_train_state(
-        model,
-        jax.random.key(config.seed),
-        config.lr,
-        config.clip,
-        config.batch_size,
-        config.num_steps,
-    )
-    begin_state = model.begin_state(config.batch_size)
-    reset_each_batch = config.partition == "random"
-
-    def continuation(prefix: str) -> str:
-        return predict(state.params, prefix, config.num_preds, vocab, model)
-
-    history = []
-    writer = metrics.JsonlWriter(workdir / "metrics.jsonl")
-    timed_tokens, timed_seconds = 0.0, 0.0
-    for epoch in range(config.num_epochs):
-        X_all, Y_all = data.epoch_batches(
-            corpus, config.batch_size, config.num_steps, config.partition, config.seed, epoch
-        )
-        start = time.perf_counter()
-        state, m = train_epoch(state, X_all, Y_all, begin_state, reset_each_batch)
-        m = {k: float(v) for k, v in jax.device_get(m).items()}  # the epoch's one transfer
-        seconds = time.perf_counter() - start
-        mean_loss = m["loss_sum"] / m["num_tokens"]
-        if not math.isfinite(mean_loss):
-            raise TrainingError(
-                f"the loss became {mean_loss} in epoch {epoch + 1}; stopping "
-                "(try a smaller lr or clip)"
-            )
-        record = {
-            "epoch": epoch + 1,
-            "perplexity": math.exp(mean_loss),
-            "loss": mean_loss,
-            "grad_norm": m["grad_norm"],
-            "tokens_per_sec": m["num_tokens"] / seconds,
-            "seconds": seconds,
-        }
-        if epoch > 0 or config.num_epochs == 1:  # the first epoch includes compilation
-            timed_tokens += m["num_tokens"]
-            timed_seconds += seconds
-        history.append(record)
-        writer.write(record)
-        if (epoch + 1) % config.log_every_epochs == 0:
-            print(
-                f"epoch {epoch + 1}: perplexity {record['perplexity']:.2f}, "
-                f"{continuation(config.prefixes[0])}",
-                flush=True,
-            )
-    writer.close()
-    metrics.plot_perplexity(history, workdir / "perplexity.png")
-
-    result = {
-        "state": state,
-        "vocab": vocab,
-        "model": model,
-        "perplexity": history[-1]["perplexity"],
-        "tokens_per_sec": timed_tokens / timed_seconds,
-        "train_seconds": sum(r["seconds"] for r in history),
-        "continuations": [continuation(p) for p in config.prefixes],
-    }
-    print(
-        f"perplexity {result['perplexity']:.1f}, {result['tokens_per_sec']:.1f} tokens/sec "
-        f"on {device_name()}"
-    )
-    for text in result["continuations"]:
-        print(text)
-    print(f"trained {config.num_epochs} epochs in {result['train_seconds']:.1f} s", flush=True)
-    return result

@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from configs import timemachine
-from rnnlm_jax import data, training
+from rnnlm_jax import data, experiment, training
 from rnnlm_jax.models import RNNModel
 
 
@@ -75,7 +75,7 @@ def test_epoch_program_compiles_once_over_a_run(tmp_path, monkeypatch):
     monkeypatch.setattr(training, "train_epoch", jitted)
     config = timemachine.get_config("smoke")
     config.num_epochs = 5
-    result = training.train_and_evaluate(config, str(tmp_path))
+    result = experiment.train_and_evaluate(config, str(tmp_path))
     assert int(result["state"].step) == 5 * 7 and len(traces) == 1
 
 

@@ -1,0 +1,200 @@
+"""One run in a workdir: `train_and_evaluate` (data, resume, the epoch loop, checkpoints, logs).
+
+Running the same config with the same workdir again continues from the latest complete
+checkpoint, and the result is bit-identical to a run that was never interrupted: every
+epoch starts from a fresh hidden state, its minibatches depend only on `(seed, epoch)`, and
+the checkpoint holds the whole train state.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+
+from rnnlm_jax import checkpoints, data, metrics, training
+from rnnlm_jax.configuration import ConfigError, model_from_config, validate
+from rnnlm_jax.generation import predict
+from rnnlm_jax.preemption import StopRequest
+
+
+class TrainingError(Exception):
+    """Training cannot go on (e.g. the loss became NaN or Inf)."""
+
+
+def device_name() -> str:
+    """The JAX device the run uses, e.g. `cpu:0` or `cuda:0`."""
+    return str(jax.devices()[0])
+
+
+def load_data(config: ml_collections.ConfigDict):
+    """The corpus and vocab that `config` describes; `ConfigError` if too short to batch."""
+    path = data.find_time_machine(config.data_file, config.data_dir, config.data_url)
+    corpus, vocab = data.load_corpus(
+        path.read_text(), config.token, config.max_tokens, config.min_freq
+    )
+    n = data.num_batches_per_epoch(
+        len(corpus), config.batch_size, config.num_steps, config.partition
+    )
+    if n < 1:
+        raise ConfigError(
+            f"a corpus of {len(corpus)} tokens is too short for config.batch_size="
+            f"{config.batch_size} x config.num_steps={config.num_steps}"
+        )
+    return corpus, vocab
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Runs (or resumes) the job described by `config` in `workdir`.
+
+    Writes `config.json`, `vocab.json`, Orbax checkpoints under `checkpoints/`,
+    `metrics.jsonl`, TensorBoard event files and `perplexity.png`; prints the book's
+    progress and final lines. SIGTERM / SIGINT stop it after the current epoch with a
+    checkpoint saved (`result["stopped_by"]` names the signal).
+
+    Returns:
+      `state`, `model`, `vocab`, `perplexity`, `tokens_per_sec`, `train_seconds`,
+      `continuations` (one per `config.prefixes`) and `stopped_by` (None, or the signal).
+
+    Raises:
+      ConfigError, data.DataError, TrainingError, checkpoints.CheckpointError: one-line
+      messages. Nothing already in `workdir` is changed before the config, the data and the
+      checkpoint are known to fit together.
+    """
+    validate(config)
+    workdir = Path(workdir)
+    start_epoch = checkpoints.latest_epoch(workdir) or 0
+    changed = {}
+    if start_epoch:
+        changed = checkpoints.check_compatible(checkpoints.read_config(workdir), config)
+    corpus, vocab = load_data(config)
+    if start_epoch and checkpoints.read_vocab(workdir).idx_to_token != vocab.idx_to_token:
+        raise ConfigError("the data gives another vocab than the one the checkpoint was made with")
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    checkpoints.write_json_atomic(workdir / checkpoints.CONFIG_FILE, config.to_dict())
+    checkpoints.write_json_atomic(workdir / checkpoints.VOCAB_FILE, vocab.idx_to_token)
+    model = model_from_config(config, len(vocab))
+    manager = checkpoints.make_manager(workdir, config.max_to_keep)
+    try:
+        if start_epoch:
+            abstract_state = training.abstract_train_state(model, config)
+            state, _ = checkpoints.restore(workdir, abstract_state, start_epoch)
+            notes = "".join(f", {k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
+            print(f"resuming {workdir} after epoch {start_epoch}{notes}", flush=True)
+        else:
+            state = training.create_train_state(
+                model,
+                jax.random.key(config.seed),
+                config.lr,
+                config.clip,
+                config.batch_size,
+                config.num_steps,
+            )
+        state, logger, stopped_by = _train_epochs(
+            config, workdir, model, vocab, corpus, state, manager, start_epoch
+        )
+    finally:
+        manager.wait_until_finished()  # every exit path: no half-written checkpoint is left
+        manager.close()
+
+    history = logger.history
+    this_process = [r for r in history if r["epoch"] > start_epoch]
+    timed = this_process[1:] or this_process  # the first epoch includes compilation
+    tokens = sum(r["tokens_per_sec"] * r["seconds"] for r in timed)
+    seconds = sum(r["seconds"] for r in timed)
+    if history:
+        metrics.plot_perplexity(history, workdir / "perplexity.png")
+    result = {
+        "state": state,
+        "model": model,
+        "vocab": vocab,
+        "perplexity": history[-1]["perplexity"] if history else math.nan,
+        "tokens_per_sec": tokens / seconds if seconds else math.nan,
+        "train_seconds": sum(r["seconds"] for r in history),
+        "stopped_by": stopped_by,
+    }
+    if stopped_by:
+        print(
+            f"stopped by {stopped_by} after epoch {history[-1]['epoch']}: checkpoint saved in "
+            f"{workdir / checkpoints.CHECKPOINT_DIR}; run the same command to resume",
+            flush=True,
+        )
+        return result
+    result["continuations"] = [
+        predict(state.params, p, config.num_preds, vocab, model) for p in config.prefixes
+    ]
+    print(
+        f"perplexity {result['perplexity']:.1f}, {result['tokens_per_sec']:.1f} tokens/sec "
+        f"on {device_name()}"
+    )
+    for text in result["continuations"]:
+        print(text)
+    print(f"trained {config.num_epochs} epochs in {result['train_seconds']:.1f} s", flush=True)
+    return result
+
+
+def _train_epochs(config, workdir, model, vocab, corpus, state, manager, start_epoch):
+    """The epoch loop from `start_epoch`: train, log, checkpoint, stop on a signal.
+
+    Returns `(state, logger, stopped_by)`: the final state, the logger holding the run's
+    history, and the name of the signal that stopped it (or None).
+    """
+    begin_state = model.begin_state(config.batch_size)
+    reset_each_batch = config.partition == "random"
+    logger = metrics.MetricsLogger(workdir, start_epoch)
+    progress = metrics.Progress(config.num_epochs)
+    stopped_by = None
+    try:
+        with StopRequest() as stop:
+            for epoch in range(start_epoch, config.num_epochs):
+                X_all, Y_all = data.epoch_batches(
+                    corpus,
+                    config.batch_size,
+                    config.num_steps,
+                    config.partition,
+                    config.seed,
+                    epoch,
+                )
+                start = time.perf_counter()
+                state, m = training.train_epoch(
+                    state, X_all, Y_all, begin_state, reset_each_batch=reset_each_batch
+                )
+                m = {k: float(v) for k, v in jax.device_get(m).items()}  # one transfer
+                seconds = time.perf_counter() - start
+                record = _epoch_record(epoch + 1, m, seconds)
+                logger.write(record)
+                progress.update(record)
+                if (epoch + 1) % config.log_every_epochs == 0:
+                    text = predict(state.params, config.prefixes[0], config.num_preds, vocab, model)
+                    logger.write_text("sample", text, epoch + 1)
+                    print(f"epoch {epoch + 1}: perplexity {record['perplexity']:.2f}, {text}")
+                done = epoch + 1 == config.num_epochs
+                if stop.signal_name or done or (epoch + 1) % config.checkpoint_every_epochs == 0:
+                    checkpoints.save(manager, epoch + 1, state, config.seed, force=True)
+                if stop.signal_name:
+                    stopped_by = stop.signal_name
+                    break
+    finally:
+        logger.close()
+    return state, logger, stopped_by
+
+
+def _epoch_record(epoch: int, m: dict[str, float], seconds: float) -> dict[str, Any]:
+    mean_loss = m["loss_sum"] / m["num_tokens"]
+    if not math.isfinite(mean_loss):
+        raise TrainingError(
+            f"the loss became {mean_loss} in epoch {epoch}; stopping (try a smaller lr or clip)"
+        )
+    return {
+        "epoch": epoch,
+        "perplexity": math.exp(mean_loss),
+        "loss": mean_loss,
+        "grad_norm": m["grad_norm"],
+        "tokens_per_sec": m["num_tokens"] / seconds,
+        "seconds": seconds,
+    }
