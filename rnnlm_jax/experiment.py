@@ -80,27 +80,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     checkpoints.write_json_atomic(workdir / checkpoints.VOCAB_FILE, vocab.idx_to_token)
     model = model_from_config(config, len(vocab))
     manager = checkpoints.make_manager(workdir, config.max_to_keep)
-    try:
-        if start_epoch:
-            abstract_state = training.abstract_train_state(model, config)
-            state, _ = checkpoints.restore(workdir, abstract_state, start_epoch)
-            notes = "".join(f", {k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
-            print(f"resuming {workdir} after epoch {start_epoch}{notes}", flush=True)
-        else:
-            state = training.create_train_state(
-                model,
-                jax.random.key(config.seed),
-                config.lr,
-                config.clip,
-                config.batch_size,
-                config.num_steps,
+    # Signals are held from here until every save has finished, so none can cut one short.
+    with StopRequest() as stop:
+        try:
+            if start_epoch:
+                abstract_state = training.abstract_train_state(model, config)
+                state, _ = checkpoints.restore(workdir, abstract_state, start_epoch)
+                notes = "".join(f", {k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
+                print(f"resuming {workdir} after epoch {start_epoch}{notes}", flush=True)
+            else:
+                state = training.create_train_state(
+                    model,
+                    jax.random.key(config.seed),
+                    config.lr,
+                    config.clip,
+                    config.batch_size,
+                    config.num_steps,
+                )
+            state, logger, stopped_by = _train_epochs(
+                config, workdir, model, vocab, corpus, state, manager, start_epoch, stop
             )
-        state, logger, stopped_by = _train_epochs(
-            config, workdir, model, vocab, corpus, state, manager, start_epoch
-        )
-    finally:
-        manager.wait_until_finished()  # every exit path: no half-written checkpoint is left
-        manager.close()
+        finally:
+            manager.wait_until_finished()  # every exit path: no half-written checkpoint is left
+            manager.close()
 
     history = logger.history
     this_process = [r for r in history if r["epoch"] > start_epoch]
@@ -138,7 +140,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return result
 
 
-def _train_epochs(config, workdir, model, vocab, corpus, state, manager, start_epoch):
+def _train_epochs(config, workdir, model, vocab, corpus, state, manager, start_epoch, stop):
     """The epoch loop from `start_epoch`: train, log, checkpoint, stop on a signal.
 
     Returns `(state, logger, stopped_by)`: the final state, the logger holding the run's
@@ -150,35 +152,34 @@ def _train_epochs(config, workdir, model, vocab, corpus, state, manager, start_e
     progress = metrics.Progress(config.num_epochs)
     stopped_by = None
     try:
-        with StopRequest() as stop:
-            for epoch in range(start_epoch, config.num_epochs):
-                X_all, Y_all = data.epoch_batches(
-                    corpus,
-                    config.batch_size,
-                    config.num_steps,
-                    config.partition,
-                    config.seed,
-                    epoch,
-                )
-                start = time.perf_counter()
-                state, m = training.train_epoch(
-                    state, X_all, Y_all, begin_state, reset_each_batch=reset_each_batch
-                )
-                m = {k: float(v) for k, v in jax.device_get(m).items()}  # one transfer
-                seconds = time.perf_counter() - start
-                record = _epoch_record(epoch + 1, m, seconds)
-                logger.write(record)
-                progress.update(record)
-                if (epoch + 1) % config.log_every_epochs == 0:
-                    text = predict(state.params, config.prefixes[0], config.num_preds, vocab, model)
-                    logger.write_text("sample", text, epoch + 1)
-                    print(f"epoch {epoch + 1}: perplexity {record['perplexity']:.2f}, {text}")
-                done = epoch + 1 == config.num_epochs
-                if stop.signal_name or done or (epoch + 1) % config.checkpoint_every_epochs == 0:
-                    checkpoints.save(manager, epoch + 1, state, config.seed, force=True)
-                if stop.signal_name:
-                    stopped_by = stop.signal_name
-                    break
+        for epoch in range(start_epoch, config.num_epochs):
+            X_all, Y_all = data.epoch_batches(
+                corpus,
+                config.batch_size,
+                config.num_steps,
+                config.partition,
+                config.seed,
+                epoch,
+            )
+            start = time.perf_counter()
+            state, m = training.train_epoch(
+                state, X_all, Y_all, begin_state, reset_each_batch=reset_each_batch
+            )
+            m = {k: float(v) for k, v in jax.device_get(m).items()}  # one transfer
+            seconds = time.perf_counter() - start
+            record = _epoch_record(epoch + 1, m, seconds)
+            logger.write(record)
+            progress.update(record)
+            if (epoch + 1) % config.log_every_epochs == 0:
+                text = predict(state.params, config.prefixes[0], config.num_preds, vocab, model)
+                logger.write_text("sample", text, epoch + 1)
+                print(f"epoch {epoch + 1}: perplexity {record['perplexity']:.2f}, {text}")
+            done = epoch + 1 == config.num_epochs
+            if stop.signal_name or done or (epoch + 1) % config.checkpoint_every_epochs == 0:
+                checkpoints.save(manager, epoch + 1, state, config.seed, force=True)
+            if stop.signal_name:
+                stopped_by = stop.signal_name
+                break
     finally:
         logger.close()
     return state, logger, stopped_by
