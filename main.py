@@ -24,14 +24,24 @@ config_flags.DEFINE_config_file("config", None, "Config file (and :variant).", l
 flags.DEFINE_string("workdir", None, "Where outputs go; default runs/<config>[_<variant>].")
 flags.DEFINE_enum("mode", "train", ["train", "sample"], "Train (or resume), or only generate.")
 flags.DEFINE_string("prefix", "time traveller", "--mode=sample: the text to continue.")
-flags.DEFINE_integer("num_preds", 50, "--mode=sample: how many characters to generate.")
+flags.DEFINE_integer("num_preds", 50, "--mode=sample: how many tokens to generate.")
+flags.DEFINE_float("temperature", 0.0, "--mode=sample: 0 is greedy (the book); > 0 samples.")
+flags.DEFINE_integer("top_k", 0, "--mode=sample: sample among the k likeliest tokens (0: all).")
+flags.DEFINE_integer("seed", 0, "--mode=sample: the sampling seed.")
+flags.DEFINE_integer("num_samples", 1, "--mode=sample: continuations, generated at once.")
 
 
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments: {' '.join(argv[1:])}", status=2)
     if FLAGS.mode == "sample":
-        cli.run(lambda: cli.sample(FLAGS.workdir, FLAGS.prefix, FLAGS.num_preds))
+        sampling = dict(
+            temperature=FLAGS.temperature,
+            top_k=FLAGS.top_k,
+            seed=FLAGS.seed,
+            num_samples=FLAGS.num_samples,
+        )
+        cli.run(lambda: cli.sample(FLAGS.workdir, FLAGS.prefix, FLAGS.num_preds, **sampling))
         return
     config_name = config_flags.get_config_filename(FLAGS["config"])
     workdir = FLAGS.workdir or cli.default_workdir(config_name)

@@ -4,8 +4,15 @@ r"""The book's section 8.6: a character RNN language model on The Time Machine.
     python main.py --config=configs/timemachine.py:gru --workdir=runs/gru
     python main.py --config=configs/timemachine.py:smoke --config.num_epochs=3
 
-Variants (the text after `:`): `smoke` (seconds on a CPU, for tests), `gru`,
-`lstm`. The default is the seed's configuration.
+Variants (the text after `:`; several join with `,`, e.g. `:gru,deep`):
+  smoke     seconds on a CPU, for tests
+  gru, lstm the next sections' cells
+  val       hold out the 10,000 tokens after the training text (validation perplexity)
+  overfit   exercise 1: a wide model on 3,000 tokens; train perplexity -> 1, val rises
+  deep      exercise 2: two layers (--config.num_layers=3 for three), with validation
+  word      word tokens (min_freq 3, the rest -> <unk>), 25,000 words, 7,000 held out
+  random    the book's random partitioning (state reset every minibatch)
+The default is the seed's configuration.
 """
 
 import ml_collections
@@ -22,6 +29,7 @@ def get_config(arg=None):
     config.token = "char"  # The book's char-level model ("word" tokenizes on whitespace).
     config.max_tokens = 10000  # load_data_time_machine's truncation (<= 0: the whole text).
     config.min_freq = 0  # Vocab: drop tokens seen fewer times (0 keeps all, as the book).
+    config.num_val = 0  # Held-out tokens right after the first max_tokens (0: none, as the book).
     config.batch_size = 32  # The book's minibatch size.
     config.num_steps = 35  # The book's sequence length per minibatch.
     config.partition = "sequential"  # use_random_iter=False; "random" resets state every batch.
@@ -32,6 +40,7 @@ def get_config(arg=None):
     config.num_layers = 1  # One recurrent layer, as in the section.
     config.initializer = "normal"  # N(0, init_scale), zero biases: what gave the book's 1.2.
     config.init_scale = 0.01  # MXNet train_ch8 re-initialises with Normal(0.01).
+    config.dropout = 0.0  # Dropout between stacked layers (the section has one layer).
     config.custom_vjp = True  # rnn: hand-written backward pass (False: jax.grad, same result).
     config.unroll = 1  # Time steps per compiled loop iteration: 1, 5, 35 measured equal.
     config.dtype = "float32"  # dtype of the matmuls.
@@ -51,9 +60,15 @@ def get_config(arg=None):
     config.prefixes = ("time traveller", "traveller")  # The book's two final prompts.
     config.num_preds = 50  # Characters predicted after each prefix.
 
-    if arg in (None, ""):
-        pass
-    elif arg == "smoke":
+    for variant in (arg or "").split(","):
+        _apply_variant(config, variant)
+    return config
+
+
+def _apply_variant(config, variant):
+    if variant == "":
+        return
+    if variant == "smoke":
         config.num_hiddens = 32  # Small and fast: seconds on a CPU.
         config.max_tokens = 2000
         config.batch_size = 8
@@ -61,10 +76,32 @@ def get_config(arg=None):
         config.log_every_epochs = 2
         config.checkpoint_every_epochs = 2
         config.num_preds = 10
-    elif arg == "gru":
-        config.cell = "gru"
-    elif arg == "lstm":
-        config.cell = "lstm"
+    elif variant in ("gru", "lstm"):
+        config.cell = variant
+    elif variant == "val":
+        config.num_val = 10000  # The next 10,000 characters of the book.
+    elif variant == "overfit":
+        config.num_val = 10000
+        config.max_tokens = 3000  # A small training text ...
+        config.num_hiddens = 512  # ... and a wide model: it memorises the text.
+        config.batch_size = 16  # 5 minibatches per epoch from 3,000 tokens.
+        config.num_epochs = 400
+        config.log_every_epochs = 50
+    elif variant == "deep":
+        config.num_layers = 2  # Exercise 2: the output of layer 1 feeds layer 2.
+        config.num_val = 10000
+    elif variant == "word":
+        config.token = "word"
+        config.min_freq = 3  # Rare words become <unk>.
+        config.max_tokens = 25000  # Of the book's 32,775 words ...
+        config.num_val = 7000  # ... and held-out words after them.
+        config.num_epochs = 100
+        config.prefixes = ("the time traveller", "the")
+        config.num_preds = 12  # Words.
+    elif variant == "random":
+        config.partition = "random"
     else:
-        raise ValueError(f"unknown variant {arg!r}; expected one of smoke, gru, lstm")
-    return config
+        raise ValueError(
+            f"unknown variant {variant!r}; expected smoke, gru, lstm, val, overfit, deep, "
+            "word or random"
+        )

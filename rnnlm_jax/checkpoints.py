@@ -158,6 +158,12 @@ def load_trained(workdir: str | Path, epoch: int | None = None):
 
     config = read_config(workdir)
     vocab = read_vocab(workdir)
-    model: RNNModel = model_from_config(config, len(vocab))
-    state, _ = restore(workdir, abstract_train_state(model, config), epoch)
+    try:
+        model: RNNModel = model_from_config(config, len(vocab))
+        state, _ = restore(workdir, abstract_train_state(model, config), epoch)
+    except (KeyError, AttributeError, ValueError) as e:
+        raise CheckpointError(
+            f"cannot restore {workdir}: its checkpoint or config.json does not match this "
+            f"version of rnnlm_jax ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+        ) from None
     return model, jax.device_get(state.params), vocab, config

@@ -10,11 +10,11 @@ from pathlib import Path
 from absl import flags
 from ml_collections import config_flags
 
+from rnnlm_jax import generation, sine
 from rnnlm_jax.checkpoints import CheckpointError, load_trained
 from rnnlm_jax.configuration import ConfigError
 from rnnlm_jax.data import DataError
 from rnnlm_jax.experiment import TrainingError, train_and_evaluate
-from rnnlm_jax.generation import predict
 
 # Exit status after a signal asked the run to stop (and its checkpoint was saved).
 SIGNAL_EXIT = {"SIGTERM": 0, "SIGINT": 130}
@@ -68,20 +68,32 @@ def default_workdir(config_filename: str) -> str:
 
 
 def train(config, workdir: str) -> None:
-    """Trains (or resumes); after a SIGTERM / SIGINT exits 0 / 130 with the checkpoint saved."""
+    """Trains (or resumes); after a SIGTERM / SIGINT exits 0 / 130 with the checkpoint saved.
+
+    A config with `task = "sine"` runs exercise 3 (`rnnlm_jax.sine`) instead.
+    """
+    if config.get("task") == "sine":
+        sine.train_and_evaluate(config, workdir)
+        return
     result = train_and_evaluate(config, workdir)
     if result["stopped_by"]:
         sys.exit(SIGNAL_EXIT[result["stopped_by"]])
 
 
-def sample(workdir: str, prefix: str, num_preds: int) -> None:
-    """Prints the greedy continuation of `prefix` from the workdir's latest checkpoint."""
-    if not prefix:
-        raise ConfigError("--prefix must not be empty")
-    if num_preds < 0:
-        raise ConfigError(f"--num_preds must be >= 0, got {num_preds}")
-    model, params, vocab, _ = load_trained(workdir)
-    print(predict(params, prefix, num_preds, vocab, model), flush=True)
+def sample(workdir: str, prefix: str, num_preds: int, **sampling) -> None:
+    """Prints continuations of `prefix` from the workdir's latest checkpoint, one per line.
+
+    `sampling`: `temperature` (0: the book's greedy procedure), `top_k`, `seed`,
+    `num_samples`; see `generation.sample`.
+    """
+    model, params, vocab, config = load_trained(workdir)
+    try:
+        texts = generation.sample(
+            params, prefix, num_preds, vocab, model, token=config.token, **sampling
+        )
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    print("\n".join(texts), flush=True)
 
 
 def run(job: Callable[[], None]) -> None:

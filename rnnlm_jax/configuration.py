@@ -48,6 +48,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
             isinstance(value, (int, float)) and value > 0,
             f"config.{field}={value!r} must be a number > 0",
         )
+    _check(
+        isinstance(config.dropout, (int, float)) and 0 <= config.dropout < 1,
+        f"config.dropout={config.dropout!r} must be a number in [0, 1)",
+    )
+    _check(
+        isinstance(config.num_val, int) and config.num_val >= 0,
+        f"config.num_val={config.num_val!r} must be an integer >= 0 (0: no validation)",
+    )
     _choice(config, "cell", CELLS)
     _choice(config, "initializer", INITS)
     _choice(config, "token", TOKEN_TYPES)
@@ -69,7 +77,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def model_from_config(config: ml_collections.ConfigDict, vocab_size: int) -> RNNModel:
-    """The `RNNModel` that `config` describes, for a vocab of `vocab_size` tokens."""
+    """The `RNNModel` that `config` describes, for a vocab of `vocab_size` tokens.
+
+    Fields that only later versions write (`dropout`, `custom_vjp`, `unroll`, `dtype`) take
+    the model's defaults when a config (e.g. an older workdir's) lacks them.
+    """
+    defaults = RNNModel(vocab_size)
     return RNNModel(
         vocab_size=vocab_size,
         cell=config.cell,
@@ -77,7 +90,8 @@ def model_from_config(config: ml_collections.ConfigDict, vocab_size: int) -> RNN
         num_layers=config.num_layers,
         initializer=config.initializer,
         init_scale=config.init_scale,
-        custom_vjp=config.custom_vjp,
-        unroll=config.unroll,
-        dtype=DTYPES[config.dtype],
+        dropout=config.get("dropout", defaults.dropout),
+        custom_vjp=config.get("custom_vjp", defaults.custom_vjp),
+        unroll=config.get("unroll", defaults.unroll),
+        dtype=DTYPES[config.get("dtype", "float32")],
     )

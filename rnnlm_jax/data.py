@@ -215,12 +215,30 @@ def seq_data_iter_sequential(
     continues row i of batch k, so the hidden state can be carried over.
     """
     offset = int(rng.integers(0, num_steps + 1))
+    yield from _sequential_from(corpus, batch_size, num_steps, offset)
+
+
+def _sequential_from(corpus, batch_size, num_steps, offset):
     num_tokens = ((len(corpus) - offset - 1) // batch_size) * batch_size
     Xs = np.asarray(corpus[offset : offset + num_tokens], np.int32).reshape(batch_size, -1)
     Ys = np.asarray(corpus[offset + 1 : offset + 1 + num_tokens], np.int32).reshape(batch_size, -1)
     num_batches = Xs.shape[1] // num_steps
     for i in range(0, num_steps * num_batches, num_steps):
         yield Xs[:, i : i + num_steps], Ys[:, i : i + num_steps]
+
+
+def eval_batches(
+    corpus: np.ndarray, batch_size: int, num_steps: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sequential minibatches from offset 0, stacked `[N, batch_size, num_steps]`: the same
+    every time, for held-out perplexity (the state is carried from batch to batch)."""
+    pairs = list(_sequential_from(corpus, batch_size, num_steps, 0))
+    if not pairs:
+        raise DataError(
+            f"a held-out corpus of {len(corpus)} tokens is too short for batch_size "
+            f"{batch_size} x num_steps {num_steps}"
+        )
+    return np.stack([x for x, _ in pairs]), np.stack([y for _, y in pairs])
 
 
 def seq_data_iter_random(

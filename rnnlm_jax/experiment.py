@@ -32,11 +32,16 @@ def device_name() -> str:
 
 
 def load_data(config: ml_collections.ConfigDict):
-    """The corpus and vocab that `config` describes; `ConfigError` if too short to batch."""
+    """`(train_corpus, val_corpus, vocab)` for `config`.
+
+    The vocab comes from the whole text (as the book's); the training corpus is its first
+    `max_tokens` tokens and the held-out corpus the `num_val` tokens after them (None if
+    `num_val` is 0). Raises `ConfigError` if either is too short to batch.
+    """
     path = data.find_time_machine(config.data_file, config.data_dir, config.data_url)
-    corpus, vocab = data.load_corpus(
-        path.read_text(), config.token, config.max_tokens, config.min_freq
-    )
+    full, vocab = data.load_corpus(path.read_text(), config.token, -1, config.min_freq)
+    end = config.max_tokens if config.max_tokens > 0 else len(full)
+    corpus = full[:end]
     n = data.num_batches_per_epoch(
         len(corpus), config.batch_size, config.num_steps, config.partition
     )
@@ -45,7 +50,15 @@ def load_data(config: ml_collections.ConfigDict):
             f"a corpus of {len(corpus)} tokens is too short for config.batch_size="
             f"{config.batch_size} x config.num_steps={config.num_steps}"
         )
-    return corpus, vocab
+    val = None
+    if config.num_val:
+        val = full[end : end + config.num_val]
+        if len(val) < config.batch_size * config.num_steps + 1:
+            raise ConfigError(
+                f"config.num_val={config.num_val} leaves {len(val)} held-out tokens, fewer than "
+                f"one batch_size x num_steps minibatch (+1) needs"
+            )
+    return corpus, val, vocab
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -71,7 +84,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     changed = {}
     if start_epoch:
         changed = checkpoints.check_compatible(checkpoints.read_config(workdir), config)
-    corpus, vocab = load_data(config)
+    corpus, val_corpus, vocab = load_data(config)
     if start_epoch and checkpoints.read_vocab(workdir).idx_to_token != vocab.idx_to_token:
         raise ConfigError("the data gives another vocab than the one the checkpoint was made with")
 
@@ -98,7 +111,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     config.num_steps,
                 )
             state, logger, stopped_by = _train_epochs(
-                config, workdir, model, vocab, corpus, state, manager, start_epoch, stop
+                config,
+                workdir,
+                model,
+                vocab,
+                (corpus, val_corpus),
+                state,
+                manager,
+                start_epoch,
+                stop,
             )
         finally:
             manager.wait_until_finished()  # every exit path: no half-written checkpoint is left
@@ -110,12 +131,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     tokens = sum(r["tokens_per_sec"] * r["seconds"] for r in timed)
     seconds = sum(r["seconds"] for r in timed)
     if history:
-        metrics.plot_perplexity(history, workdir / "perplexity.png")
+        keys = [k for k in ("perplexity", "val_perplexity") if k in history[-1]]
+        metrics.plot_perplexity(history, workdir / "perplexity.png", keys)
     result = {
         "state": state,
         "model": model,
         "vocab": vocab,
         "perplexity": history[-1]["perplexity"] if history else math.nan,
+        "val_perplexity": history[-1].get("val_perplexity") if history else None,
         "tokens_per_sec": tokens / seconds if seconds else math.nan,
         "train_seconds": sum(r["seconds"] for r in history),
         "stopped_by": stopped_by,
@@ -128,11 +151,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         )
         return result
     result["continuations"] = [
-        predict(state.params, p, config.num_preds, vocab, model) for p in config.prefixes
+        predict(state.params, p, config.num_preds, vocab, model, config.token)
+        for p in config.prefixes
     ]
+    val = result["val_perplexity"]
     print(
         f"perplexity {result['perplexity']:.1f}, {result['tokens_per_sec']:.1f} tokens/sec "
-        f"on {device_name()}"
+        f"on {device_name()}" + (f" (validation perplexity {val:.1f})" if val else "")
     )
     for text in result["continuations"]:
         print(text)
@@ -140,14 +165,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return result
 
 
-def _train_epochs(config, workdir, model, vocab, corpus, state, manager, start_epoch, stop):
+def _train_epochs(config, workdir, model, vocab, corpora, state, manager, start_epoch, stop):
     """The epoch loop from `start_epoch`: train, log, checkpoint, stop on a signal.
 
     Returns `(state, logger, stopped_by)`: the final state, the logger holding the run's
     history, and the name of the signal that stopped it (or None).
     """
+    corpus, val_corpus = corpora
     begin_state = model.begin_state(config.batch_size)
     reset_each_batch = config.partition == "random"
+    val_batches = None
+    if val_corpus is not None:
+        val_batches = data.eval_batches(val_corpus, config.batch_size, config.num_steps)
     logger = metrics.MetricsLogger(workdir, start_epoch)
     progress = metrics.Progress(config.num_epochs)
     stopped_by = None
@@ -168,10 +197,15 @@ def _train_epochs(config, workdir, model, vocab, corpus, state, manager, start_e
             m = {k: float(v) for k, v in jax.device_get(m).items()}  # one transfer
             seconds = time.perf_counter() - start
             record = _epoch_record(epoch + 1, m, seconds)
+            if val_batches is not None:
+                v = jax.device_get(training.evaluate(state, *val_batches, begin_state))
+                record["val_perplexity"] = math.exp(float(v["loss_sum"] / v["num_tokens"]))
             logger.write(record)
             progress.update(record)
             if (epoch + 1) % config.log_every_epochs == 0:
-                text = predict(state.params, config.prefixes[0], config.num_preds, vocab, model)
+                text = predict(
+                    state.params, config.prefixes[0], config.num_preds, vocab, model, config.token
+                )
                 logger.write_text("sample", text, epoch + 1)
                 print(f"epoch {epoch + 1}: perplexity {record['perplexity']:.2f}, {text}")
             done = epoch + 1 == config.num_epochs

@@ -1,8 +1,9 @@
-"""Greedy text generation (the book's `predict_ch8`), compiled as one call.
+"""Text generation, compiled as one call: the book's greedy `predict_ch8`, and sampling with
+temperature and top-k, several samples at once.
 
-Unknown characters in the prefix map to `<unk>` (id 0), as the book's
-`vocab[...]` does; an empty prefix is an error (there is nothing to start
-the state from).
+Unknown tokens in the prefix map to `<unk>` (id 0), as the book's `vocab[...]` does; an
+empty prefix is an error (there is nothing to start the state from). Prefixes are split
+and outputs joined by the vocab's token type: characters, or words separated by spaces.
 """
 
 from __future__ import annotations
@@ -17,45 +18,116 @@ from rnnlm_jax.data import Vocab
 from rnnlm_jax.models import RNNModel
 
 
-@functools.partial(jax.jit, static_argnames=("model", "num_preds"))
-def greedy_ids(model: RNNModel, params, prefix_ids: jax.Array, num_preds: int) -> jax.Array:
-    """Continues `prefix_ids` greedily.
+@functools.partial(jax.jit, static_argnames=("model", "num_preds", "num_samples", "top_k"))
+def sample_ids(
+    model: RNNModel,
+    params,
+    prefix_ids: jax.Array,
+    num_preds: int,
+    key: jax.Array | None = None,
+    temperature: float = 0.0,
+    num_samples: int = 1,
+    top_k: int = 0,
+) -> jax.Array:
+    """Continues `prefix_ids`, `num_samples` times at once (one batched, compiled call).
 
-    The state is warmed up on the whole prefix in one scan; then a second
-    scan feeds each argmax back in as the next input.
+    The state is warmed up on the whole prefix in one scan; then a second scan feeds each
+    chosen token back in as the next input.
 
     Args:
       model: the `RNNModel` (static: it defines the program).
       params: its parameters (the `params` collection).
       prefix_ids: int `[n]`, n >= 1.
       num_preds: number of tokens to generate.
+      key: PRNG key for sampling (unused when greedy).
+      temperature: 0 picks the argmax (the book's greedy procedure); > 0 samples from
+        softmax(logits / temperature).
+      num_samples: S, the number of continuations.
+      top_k: if > 0, sample only among the k most likely tokens.
 
     Returns:
-      int32 `[num_preds]`: the generated token ids.
+      int32 `[S, num_preds]`: the generated token ids.
     """
     variables = {"params": params}
-    logits, state = model.apply(variables, prefix_ids[None, :], model.begin_state(1))
-    first = jnp.argmax(logits[-1]).astype(jnp.int32)
+    key = jax.random.key(0) if key is None else key
+    tokens = jnp.broadcast_to(prefix_ids, (num_samples, prefix_ids.shape[0]))
+    logits, state = model.apply(variables, tokens, model.begin_state(num_samples))
 
-    def step(carry, _):
+    def choose(logits, key):  # logits [S, V] -> token ids [S]
+        if top_k > 0:
+            kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
+            logits = jnp.where(logits < kth, -jnp.inf, logits)
+        sampled = jax.random.categorical(key, logits / jnp.maximum(temperature, 1e-6))
+        return jnp.where(temperature > 0, sampled, jnp.argmax(logits, -1)).astype(jnp.int32)
+
+    def step(carry, key):
         token, state = carry
-        logits, state = model.apply(variables, token.reshape(1, 1), state)
-        return (jnp.argmax(logits[-1]).astype(jnp.int32), state), token
+        logits, state = model.apply(variables, token[:, None], state)
+        return (choose(logits, key), state), token
 
-    _, tokens = jax.lax.scan(step, (first, state), None, length=num_preds)
-    return tokens
+    keys = jax.random.split(key, num_preds + 1)
+    first = choose(logits[-num_samples:], keys[0])  # the prefix's last step, every sample
+    _, generated = jax.lax.scan(step, (first, state), keys[1:])
+    return generated.T
 
 
-def predict(params, prefix: str, num_preds: int, vocab: Vocab, model: RNNModel) -> str:
-    """The book's `predict_ch8`: returns `prefix` followed by `num_preds` greedy characters.
+def greedy_ids(model: RNNModel, params, prefix_ids: jax.Array, num_preds: int) -> jax.Array:
+    """The book's greedy continuation: int32 `[num_preds]`."""
+    return sample_ids(model, params, prefix_ids, num_preds)[0]
+
+
+def _split(prefix: str, token: str) -> list[str]:
+    if not prefix or (token == "word" and not prefix.split()):
+        raise ValueError("the prefix must not be empty")
+    return prefix.split() if token == "word" else list(prefix)
+
+
+def _join(prefix: str, tokens: list[str], token: str) -> str:
+    return " ".join([prefix, *tokens]) if token == "word" else prefix + "".join(tokens)
+
+
+def predict(
+    params, prefix: str, num_preds: int, vocab: Vocab, model: RNNModel, token: str = "char"
+) -> str:
+    """The book's `predict_ch8`: `prefix` followed by `num_preds` greedy tokens.
 
     Raises:
       ValueError: if `prefix` is empty or `num_preds` is negative.
     """
-    if not prefix:
-        raise ValueError("the prefix must not be empty")
+    return sample(params, prefix, num_preds, vocab, model, temperature=0.0, token=token)[0]
+
+
+def sample(
+    params,
+    prefix: str,
+    num_preds: int,
+    vocab: Vocab,
+    model: RNNModel,
+    *,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    seed: int = 0,
+    num_samples: int = 1,
+    token: str = "char",
+) -> list[str]:
+    """`num_samples` continuations of `prefix` (temperature 0: greedy, all the same).
+
+    Raises:
+      ValueError: for an empty prefix or a negative `num_preds`, `temperature`, `top_k`.
+    """
     if num_preds < 0:
         raise ValueError(f"num_preds must be >= 0, got {num_preds}")
-    prefix_ids = jnp.asarray(vocab[list(prefix)], jnp.int32)
-    ids = np.asarray(greedy_ids(model, params, prefix_ids, num_preds))
-    return prefix + "".join(vocab.to_tokens(ids))
+    if temperature < 0 or top_k < 0 or num_samples < 1:
+        raise ValueError("temperature and top_k must be >= 0 and num_samples >= 1")
+    prefix_ids = jnp.asarray(vocab[_split(prefix, token)], jnp.int32)
+    ids = sample_ids(
+        model,
+        params,
+        prefix_ids,
+        num_preds,
+        jax.random.key(seed),
+        float(temperature),
+        num_samples,
+        min(top_k, len(vocab)),
+    )
+    return [_join(prefix, vocab.to_tokens(row), token) for row in np.asarray(ids)]

@@ -62,6 +62,8 @@ class RNNLayer(nn.Module):
       custom_vjp: for `rnn`, use `rnn_cell.SimpleRNN` (input projection out of the time
         loop, hand-written backward pass); False runs flax's `nn.SimpleCell` under
         `nn.scan` and `jax.grad` (same parameters, same results to float tolerance).
+      dropout: rate of dropout on each layer's outputs but the last (as PyTorch's
+        `nn.RNN(dropout=...)`); an independent mask per layer, time step, sequence and unit.
       unroll: time steps per loop iteration of the compiled scan.
       dtype: dtype of the matmul operands; parameters, carries and sums stay float32.
     """
@@ -70,6 +72,7 @@ class RNNLayer(nn.Module):
     num_hiddens: int = 256
     num_layers: int = 1
     vocab_size: int | None = None
+    dropout: float = 0.0
     initializer: str = "normal"
     init_scale: float = 0.01
     custom_vjp: bool = True
@@ -77,13 +80,16 @@ class RNNLayer(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, inputs: jax.Array, state: State) -> tuple[jax.Array, State]:
+    def __call__(
+        self, inputs: jax.Array, state: State, deterministic: bool = True
+    ) -> tuple[jax.Array, State]:
         """Runs the stack over a sequence.
 
         Args:
           inputs: `[T, B, D]` float inputs, or int token ids `[T, B]` standing for their
             one-hot `[T, B, vocab_size]` (time-major).
           state: `[L, B, H]` (LSTM: a pair `(c, h)` of them), e.g. `begin_state(B)`.
+          deterministic: False applies dropout (needs the `dropout` rng).
 
         Returns:
           `(outputs, state)`: the last layer's hidden states `[T, B, H]` (float32) and the
@@ -94,6 +100,11 @@ class RNNLayer(nn.Module):
         inits = initializers(self.initializer, self.init_scale)
         outputs, final = inputs, []
         for layer in range(self.num_layers):
+            if layer > 0 and self.dropout > 0:
+                # One mask element per (t, b, unit): outside the scan, so no rng splitting.
+                outputs = nn.Dropout(self.dropout, name=f"dropout_{layer}")(
+                    outputs, deterministic=deterministic
+                )
             carry = jax.tree.map(lambda s, i=layer: s[i], state)
             name = f"layer_{layer}"
             if self.cell == "rnn" and self.custom_vjp:
@@ -141,6 +152,7 @@ class RNNModel(nn.Module):
     num_layers: int = 1
     initializer: str = "normal"
     init_scale: float = 0.01
+    dropout: float = 0.0
     custom_vjp: bool = True
     unroll: int = 1
     dtype: Any = jnp.float32
@@ -151,6 +163,7 @@ class RNNModel(nn.Module):
             num_hiddens=self.num_hiddens,
             num_layers=self.num_layers,
             vocab_size=self.vocab_size,
+            dropout=self.dropout,
             initializer=self.initializer,
             init_scale=self.init_scale,
             custom_vjp=self.custom_vjp,
@@ -164,19 +177,22 @@ class RNNModel(nn.Module):
             **{k: v for k, v in inits.items() if k in ("kernel_init", "bias_init")},
         )
 
-    def __call__(self, tokens: jax.Array, state: State) -> tuple[jax.Array, State]:
+    def __call__(
+        self, tokens: jax.Array, state: State, deterministic: bool = True
+    ) -> tuple[jax.Array, State]:
         """Runs the model over a minibatch.
 
         Args:
           tokens: int `[B, T]` token ids, as the data iterators yield them.
           state: `[L, B, H]` (LSTM: a pair of them).
+          deterministic: False applies dropout between layers (needs the `dropout` rng).
 
         Returns:
           `(logits, state)`: float32 logits `[T * B, V]` in time-major order
           (row t * B + b is step t of sequence b, matching `Y.T.reshape(-1)`)
           and the final state.
         """
-        outputs, state = self.rnn(tokens.T, state)  # ids stand for their one-hot [T, B, V]
+        outputs, state = self.rnn(tokens.T, state, deterministic)  # ids stand for one-hots
         logits = self.dense(outputs.reshape(-1, outputs.shape[-1]))
         return logits.astype(jnp.float32), state
 

@@ -17,7 +17,15 @@ from flax.training import train_state
 
 from rnnlm_jax.models import RNNModel, State
 
-TrainState = train_state.TrainState
+
+class TrainState(train_state.TrainState):
+    """flax's train state (params, optimizer state, step) plus the dropout key.
+
+    `dropout_key` is raw key data (uint32 `[2]`, so Orbax can save it); step t draws its
+    dropout masks from `fold_in(dropout_key, t)`, so a resumed run draws the same ones.
+    """
+
+    dropout_key: jax.Array
 
 
 def make_optimizer(lr: float, clip: float) -> optax.GradientTransformation:
@@ -31,7 +39,12 @@ def create_train_state(
     """Initialises the model's parameters and the optimizer state; `step` starts at 0."""
     tokens = jnp.zeros((batch_size, num_steps), jnp.int32)
     params = model.init(rng, tokens, model.begin_state(batch_size))["params"]
-    return TrainState.create(apply_fn=model.apply, params=params, tx=make_optimizer(lr, clip))
+    return TrainState.create(
+        apply_fn=model.apply,
+        params=params,
+        tx=make_optimizer(lr, clip),
+        dropout_key=jax.random.key_data(jax.random.fold_in(rng, 1)),
+    )
 
 
 def abstract_train_state(model: RNNModel, config: ml_collections.ConfigDict) -> TrainState:
@@ -48,21 +61,28 @@ def abstract_train_state(model: RNNModel, config: ml_collections.ConfigDict) -> 
     )
 
 
-def loss_fn(params, apply_fn, carry: State, X: jax.Array, Y: jax.Array):
+def loss_fn(params, apply_fn, carry: State, X: jax.Array, Y: jax.Array, dropout_rng=None):
     """Mean cross-entropy of the logits for `X` against `Y` (both int `[B, T]`).
 
-    Returns `(mean_loss, final_state)`; targets are `Y.T` flattened to match
-    the time-major logits `[T * B, V]`.
+    With `dropout_rng` the model runs in training mode (dropout on); without, it is
+    deterministic. Returns `(mean_loss, final_state)`; targets are `Y.T` flattened to
+    match the time-major logits `[T * B, V]`.
     """
-    logits, carry = apply_fn({"params": params}, X, carry)
+    if dropout_rng is None:
+        logits, carry = apply_fn({"params": params}, X, carry)
+    else:
+        logits, carry = apply_fn(
+            {"params": params}, X, carry, deterministic=False, rngs={"dropout": dropout_rng}
+        )
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, Y.T.reshape(-1))
     return losses.mean(), carry
 
 
 def _train_step(state: TrainState, carry: State, X: jax.Array, Y: jax.Array):
     carry = jax.lax.stop_gradient(carry)
+    dropout_rng = jax.random.fold_in(jax.random.wrap_key_data(state.dropout_key), state.step)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    (loss, carry), grads = grad_fn(state.params, state.apply_fn, carry, X, Y)
+    (loss, carry), grads = grad_fn(state.params, state.apply_fn, carry, X, Y, dropout_rng)
     state = state.apply_gradients(grads=grads)
     num_tokens = Y.size
     step_metrics = {
@@ -122,3 +142,18 @@ Returns:
   The new state and device scalars: `loss_sum` and `num_tokens` over the
   epoch, and `grad_norm`, the mean over its steps of the norm before clipping.
 """
+
+
+@jax.jit
+def evaluate(state: TrainState, X_all: jax.Array, Y_all: jax.Array, begin_state: State):
+    """Held-out loss, dropout off: the state is carried through the stacked minibatches
+    `X_all, Y_all` int32 `[N, B, T]` (sequential order). Returns device scalars
+    `loss_sum` and `num_tokens`."""
+
+    def body(carry, batch):
+        X, Y = batch
+        loss, carry = loss_fn(state.params, state.apply_fn, carry, X, Y)
+        return carry, loss * Y.size
+
+    _, losses = jax.lax.scan(body, begin_state, (X_all, Y_all))
+    return {"loss_sum": losses.sum(), "num_tokens": jnp.asarray(Y_all.size, jnp.float32)}
