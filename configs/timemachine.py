@@ -6,7 +6,7 @@ r"""The book's section 8.6: a character RNN language model on The Time Machine.
 
 Variants (the text after `:`; several join with `,`, e.g. `:gru,deep`):
   smoke     seconds on a CPU, for tests
-  gru, lstm the next sections' cells
+  gru, lstm the next sections' cells (rnn: the section's, the default)
   val       hold out the 10,000 tokens after the training text (validation perplexity)
   overfit   exercise 1: a wide model on 3,000 tokens; train perplexity -> 1, val rises
   deep      exercise 2: two layers (--config.num_layers=3 for three), with validation
@@ -76,7 +76,7 @@ def _apply_variant(config, variant):
         config.log_every_epochs = 2
         config.checkpoint_every_epochs = 2
         config.num_preds = 10
-    elif variant in ("gru", "lstm"):
+    elif variant in ("rnn", "gru", "lstm"):
         config.cell = variant
     elif variant == "val":
         config.num_val = 10000  # The next 10,000 characters of the book.
@@ -102,6 +102,6 @@ def _apply_variant(config, variant):
         config.partition = "random"
     else:
         raise ValueError(
-            f"unknown variant {variant!r}; expected smoke, gru, lstm, val, overfit, deep, "
+            f"unknown variant {variant!r}; expected smoke, rnn, gru, lstm, val, overfit, deep, "
             "word or random"
         )
