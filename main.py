@@ -29,11 +29,15 @@ flags.DEFINE_float("temperature", 0.0, "--mode=sample: 0 is greedy (the book); >
 flags.DEFINE_integer("top_k", 0, "--mode=sample: sample among the k likeliest tokens (0: all).")
 flags.DEFINE_integer("seed", 0, "--mode=sample: the sampling seed.")
 flags.DEFINE_integer("num_samples", 1, "--mode=sample: continuations, generated at once.")
+flags.DEFINE_string("coordinator_address", None, "Multi-process: host:port of process 0.")
+flags.DEFINE_integer("num_processes", None, "Multi-process: how many processes in all.")
+flags.DEFINE_integer("process_id", None, "Multi-process: this process's index.")
 
 
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments: {' '.join(argv[1:])}", status=2)
+    cli.start_processes(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     if FLAGS.mode == "sample":
         sampling = dict(
             temperature=FLAGS.temperature,

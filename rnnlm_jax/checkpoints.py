@@ -91,8 +91,19 @@ def restore(workdir: str | Path, abstract_state, epoch: int | None = None):
     """Restores the checkpoint after `epoch` (default: the latest) into the structure of
     `abstract_state` (e.g. `training.abstract_train_state`); returns `(state, meta)`.
 
-    Only reads: nothing in the workdir changes.
+    Leaves of `abstract_state` that carry no sharding are restored onto the first local
+    device, whatever devices the checkpoint was saved from. Only reads: nothing in the
+    workdir changes.
     """
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract_state = jax.tree.map(
+        lambda s: (
+            s
+            if getattr(s, "sharding", None) is not None
+            else jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device)
+        ),
+        abstract_state,
+    )
     epoch = latest_epoch(workdir) if epoch is None else epoch
     path = Path(workdir).absolute() / CHECKPOINT_DIR / str(epoch)
     if epoch is None or not path.is_dir():

@@ -3,6 +3,7 @@ an exit status (2: bad flags or config; 1: data, checkpoint or training errors).
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 from absl import flags
 from ml_collections import config_flags
 
-from rnnlm_jax import generation, sine
+from rnnlm_jax import generation, parallel, sine
 from rnnlm_jax.checkpoints import CheckpointError, load_trained
 from rnnlm_jax.configuration import ConfigError
 from rnnlm_jax.data import DataError
@@ -58,6 +59,16 @@ def parse_flags(argv: list[str]) -> list[str]:
     if not any(a.startswith(("--verbosity", "-v=", "--v=")) for a in argv):
         flags.FLAGS.verbosity = -1
     return rest
+
+
+def start_processes(coordinator_address, num_processes, process_id) -> None:
+    """Joins a multi-process run (explicit flags, or SLURM with several tasks); the
+    processes other than 0 print nothing (process 0 speaks and writes for all)."""
+    if coordinator_address and (num_processes is None or process_id is None):
+        fail("--coordinator_address needs --num_processes and --process_id", status=2)
+    if parallel.initialize_distributed(coordinator_address, num_processes, process_id):
+        if not parallel.is_main_process():
+            sys.stdout = open(os.devnull, "w")
 
 
 def default_workdir(config_filename: str) -> str:

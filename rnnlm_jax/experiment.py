@@ -15,8 +15,9 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 
-from rnnlm_jax import checkpoints, data, metrics, training
+from rnnlm_jax import checkpoints, data, metrics, parallel, training
 from rnnlm_jax.configuration import ConfigError, model_from_config, validate
 from rnnlm_jax.generation import predict
 from rnnlm_jax.preemption import StopRequest
@@ -79,7 +80,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       checkpoint are known to fit together.
     """
     validate(config)
+    problem = parallel.check_divisible(config.batch_size)
+    if problem:
+        raise ConfigError(f"config.{problem}")
     workdir = Path(workdir)
+    main_process = parallel.is_main_process()
     start_epoch = checkpoints.latest_epoch(workdir) or 0
     changed = {}
     if start_epoch:
@@ -89,27 +94,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         raise ConfigError("the data gives another vocab than the one the checkpoint was made with")
 
     workdir.mkdir(parents=True, exist_ok=True)
-    checkpoints.write_json_atomic(workdir / checkpoints.CONFIG_FILE, config.to_dict())
-    checkpoints.write_json_atomic(workdir / checkpoints.VOCAB_FILE, vocab.idx_to_token)
+    if main_process:
+        checkpoints.write_json_atomic(workdir / checkpoints.CONFIG_FILE, config.to_dict())
+        checkpoints.write_json_atomic(workdir / checkpoints.VOCAB_FILE, vocab.idx_to_token)
     model = model_from_config(config, len(vocab))
+    mesh = parallel.data_mesh()
+    replicated = parallel.replicated(mesh)
     manager = checkpoints.make_manager(workdir, config.max_to_keep)
     # Signals are held from here until every save has finished, so none can cut one short.
     with StopRequest() as stop:
         try:
             if start_epoch:
-                abstract_state = training.abstract_train_state(model, config)
+                abstract_state = jax.tree.map(
+                    lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
+                    training.abstract_train_state(model, config),
+                )
                 state, _ = checkpoints.restore(workdir, abstract_state, start_epoch)
                 notes = "".join(f", {k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
                 print(f"resuming {workdir} after epoch {start_epoch}{notes}", flush=True)
-            else:
-                state = training.create_train_state(
-                    model,
-                    jax.random.key(config.seed),
-                    config.lr,
-                    config.clip,
-                    config.batch_size,
-                    config.num_steps,
-                )
+            else:  # Every process computes the same replicated initial state.
+                state = jax.jit(
+                    lambda: training.create_train_state(
+                        model,
+                        jax.random.key(config.seed),
+                        config.lr,
+                        config.clip,
+                        config.batch_size,
+                        config.num_steps,
+                    ),
+                    out_shardings=replicated,
+                )()
             state, logger, stopped_by = _train_epochs(
                 config,
                 workdir,
@@ -120,6 +134,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 manager,
                 start_epoch,
                 stop,
+                mesh,
             )
         finally:
             manager.wait_until_finished()  # every exit path: no half-written checkpoint is left
@@ -130,7 +145,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     timed = this_process[1:] or this_process  # the first epoch includes compilation
     tokens = sum(r["tokens_per_sec"] * r["seconds"] for r in timed)
     seconds = sum(r["seconds"] for r in timed)
-    if history:
+    if history and main_process:
         keys = [k for k in ("perplexity", "val_perplexity") if k in history[-1]]
         metrics.plot_perplexity(history, workdir / "perplexity.png", keys)
     result = {
@@ -165,19 +180,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return result
 
 
-def _train_epochs(config, workdir, model, vocab, corpora, state, manager, start_epoch, stop):
+def _train_epochs(config, workdir, model, vocab, corpora, state, manager, start_epoch, stop, mesh):
     """The epoch loop from `start_epoch`: train, log, checkpoint, stop on a signal.
 
     Returns `(state, logger, stopped_by)`: the final state, the logger holding the run's
     history, and the name of the signal that stopped it (or None).
     """
     corpus, val_corpus = corpora
-    begin_state = model.begin_state(config.batch_size)
+
+    def split(x, axis):  # a host array, as a global array split over the devices along `axis`
+        return jax.tree.map(lambda a: parallel.global_array(np.asarray(a), mesh, axis), x)
+
+    begin_state = split(model.begin_state(config.batch_size), axis=1)  # [L, B, H]
     reset_each_batch = config.partition == "random"
     val_batches = None
     if val_corpus is not None:
-        val_batches = data.eval_batches(val_corpus, config.batch_size, config.num_steps)
-    logger = metrics.MetricsLogger(workdir, start_epoch)
+        val = data.eval_batches(val_corpus, config.batch_size, config.num_steps)
+        val_batches = split(val, axis=1)  # [N, B, T]
+    logger = metrics.MetricsLogger(workdir, start_epoch, write=parallel.is_main_process())
     progress = metrics.Progress(config.num_epochs)
     stopped_by = None
     try:
@@ -191,6 +211,7 @@ def _train_epochs(config, workdir, model, vocab, corpora, state, manager, start_
                 epoch,
             )
             start = time.perf_counter()
+            X_all, Y_all = split((X_all, Y_all), axis=1)  # one transfer per epoch
             state, m = training.train_epoch(
                 state, X_all, Y_all, begin_state, reset_each_batch=reset_each_batch
             )

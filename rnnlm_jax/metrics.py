@@ -33,32 +33,38 @@ class MetricsLogger:
     """Appends each epoch's record to `metrics.jsonl` and to TensorBoard event files.
 
     On a resumed run, records after `start_epoch` (written after the checkpoint that is
-    resumed from) are dropped from both, so each epoch appears once.
+    resumed from) are dropped from both, so each epoch appears once. With `write=False`
+    (processes other than 0 of a multi-process run) it only keeps the history in memory.
     """
 
-    def __init__(self, workdir: Path, start_epoch: int = 0):
-        from tensorboardX import SummaryWriter  # writes event files without TensorFlow
-
+    def __init__(self, workdir: Path, start_epoch: int = 0, write: bool = True):
         path = Path(workdir) / METRICS_FILE
         self.history = [r for r in read_jsonl(path) if r["epoch"] <= start_epoch]
-        path.write_text("".join(json.dumps(r) + "\n" for r in self.history))
-        self._file = open(path, "a")
-        self._tb = SummaryWriter(logdir=str(workdir), purge_step=start_epoch + 1, flush_secs=10)
+        self._file = self._tb = None
+        if write:
+            from tensorboardX import SummaryWriter  # writes event files without TensorFlow
+
+            path.write_text("".join(json.dumps(r) + "\n" for r in self.history))
+            self._file = open(path, "a")
+            self._tb = SummaryWriter(logdir=str(workdir), purge_step=start_epoch + 1, flush_secs=10)
 
     def write(self, record: dict[str, Any]) -> None:
         self.history.append(record)
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
-        for key in SCALARS:
-            if key in record:
-                self._tb.add_scalar(key, record[key], record["epoch"])
+        if self._file:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+            for key in SCALARS:
+                if key in record:
+                    self._tb.add_scalar(key, record[key], record["epoch"])
 
     def write_text(self, tag: str, text: str, epoch: int) -> None:
-        self._tb.add_text(tag, text, epoch)
+        if self._tb:
+            self._tb.add_text(tag, text, epoch)
 
     def close(self) -> None:
-        self._file.close()
-        self._tb.close()
+        if self._file:
+            self._file.close()
+            self._tb.close()
 
 
 class Progress:
