@@ -22,7 +22,21 @@ from rnnlm_jax import cli
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (and :variant).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Where outputs go; default runs/<config>[_<variant>].")
-flags.DEFINE_enum("mode", "train", ["train", "sample"], "Train (or resume), or only generate.")
+flags.DEFINE_enum(
+    "mode",
+    "train",
+    ["train", "sample", "sweep", "summary", "population"],
+    "train (or resume); sample from a workdir; sweep: submit every trial of the config's "
+    "get_sweep(); summary: gather a sweep's final metrics; population: train the sweep's "
+    "trials at once, vmapped.",
+)
+flags.DEFINE_integer("sweep_index", None, "Run trial i of the config's get_sweep().")
+flags.DEFINE_string("slurm_partition", None, "--mode=sweep: SLURM partition.")
+flags.DEFINE_integer("slurm_time", 240, "--mode=sweep: minutes per trial.")
+flags.DEFINE_integer("gpus_per_task", 0, "--mode=sweep: GPUs per trial.")
+flags.DEFINE_integer("cpus_per_task", 2, "--mode=sweep: CPUs per trial.")
+flags.DEFINE_integer("array_parallelism", 16, "--mode=sweep: trials running at once.")
+flags.DEFINE_bool("wait", None, "--mode=sweep: wait for the trials (default: only if local).")
 flags.DEFINE_string("prefix", "time traveller", "--mode=sample: the text to continue.")
 flags.DEFINE_integer("num_preds", 50, "--mode=sample: how many tokens to generate.")
 flags.DEFINE_float("temperature", 0.0, "--mode=sample: 0 is greedy (the book); > 0 samples.")
@@ -47,9 +61,24 @@ def main(argv):
         )
         cli.run(lambda: cli.sample(FLAGS.workdir, FLAGS.prefix, FLAGS.num_preds, **sampling))
         return
+    if FLAGS.mode == "summary":
+        cli.run(lambda: cli.summary(FLAGS.workdir))
+        return
     config_name = config_flags.get_config_filename(FLAGS["config"])
     workdir = FLAGS.workdir or cli.default_workdir(config_name)
-    cli.run(lambda: cli.train(FLAGS.config, workdir))
+    if FLAGS.mode == "sweep":
+        slurm = dict(
+            partition=FLAGS.slurm_partition,
+            timeout_min=FLAGS.slurm_time,
+            gpus_per_task=FLAGS.gpus_per_task,
+            cpus_per_task=FLAGS.cpus_per_task,
+            array_parallelism=FLAGS.array_parallelism,
+        )
+        cli.run(lambda: cli.sweep(config_name, workdir, sys.argv[1:], slurm, FLAGS.wait))
+    elif FLAGS.mode == "population":
+        cli.run(lambda: cli.population(FLAGS.config, config_name, workdir))
+    else:
+        cli.run(lambda: cli.train(FLAGS.config, workdir, config_name, FLAGS.sweep_index))
 
 
 if __name__ == "__main__":

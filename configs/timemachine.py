@@ -65,6 +65,16 @@ def get_config(arg=None):
     return config
 
 
+def get_sweep(arg=None):
+    """Trials for `--sweep_index=i` / `--mode=sweep` / `--mode=population`: override sets.
+
+    python main.py --config=configs/timemachine.py --mode=sweep --workdir=runs/sweep
+    """
+    if "smoke" in (arg or "").split(","):  # seconds-long trials, for the tests
+        return [{"lr": 0.5}, {"lr": 1.0, "clip": 0.5}, {"seed": 1}]
+    return [{"cell": cell, "lr": lr} for cell in ("rnn", "gru", "lstm") for lr in (0.5, 1.0)]
+
+
 def _apply_variant(config, variant):
     if variant == "":
         return

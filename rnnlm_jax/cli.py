@@ -11,7 +11,7 @@ from pathlib import Path
 from absl import flags
 from ml_collections import config_flags
 
-from rnnlm_jax import generation, parallel, sine
+from rnnlm_jax import generation, parallel, sine, sweeps
 from rnnlm_jax.checkpoints import CheckpointError, load_trained
 from rnnlm_jax.configuration import ConfigError
 from rnnlm_jax.data import DataError
@@ -44,9 +44,9 @@ def parse_flags(argv: list[str]) -> list[str]:
         fail(f"unknown config field {field!r}: the config file defines no such field", status=2)
     except Exception as e:
         fail(f"bad flags: {_last_line(e)}", status=2)
-    if flags.FLAGS.mode == "sample":
+    if flags.FLAGS.mode in ("sample", "summary"):
         if not flags.FLAGS.workdir:
-            fail("--mode=sample needs --workdir (a finished or checkpointed run)", status=2)
+            fail(f"--mode={flags.FLAGS.mode} needs --workdir", status=2)
     elif flags.FLAGS["config"].value is None:
         fail("--config is required, e.g. --config=configs/timemachine.py", status=2)
     else:
@@ -78,17 +78,69 @@ def default_workdir(config_filename: str) -> str:
     return str(Path("runs") / name)
 
 
-def train(config, workdir: str) -> None:
+def train(config, workdir: str, config_name: str = "", sweep_index: int | None = None) -> None:
     """Trains (or resumes); after a SIGTERM / SIGINT exits 0 / 130 with the checkpoint saved.
 
+    With `sweep_index`, trial i of the config file's sweep, in its own workdir subfolder.
     A config with `task = "sine"` runs exercise 3 (`rnnlm_jax.sine`) instead.
     """
+    if sweep_index is not None:
+        trial_dir, overrides = sweeps.trial_workdir(workdir, config_name, sweep_index)
+        sweeps.apply_trial(config, overrides)
+        if parallel.is_main_process():
+            sweeps.write_trial_file(trial_dir, sweep_index, overrides)
+        workdir = str(trial_dir)
     if config.get("task") == "sine":
         sine.train_and_evaluate(config, workdir)
         return
     result = train_and_evaluate(config, workdir)
     if result["stopped_by"]:
         sys.exit(SIGNAL_EXIT[result["stopped_by"]])
+
+
+def sweep(config_name: str, workdir: str, argv: list[str], slurm: dict, wait) -> None:
+    """Submits every trial of the config file's sweep (one job array); when the trials ran
+    here, prints the summary table."""
+    trials = sweeps.load_sweep(config_name)
+    for overrides in trials:  # a typo fails here, before anything is submitted
+        sweeps.apply_trial(flags.FLAGS.config.copy_and_resolve_references(), overrides)
+    workdir = Path(workdir).absolute()
+    path, _, variant = config_name.partition(":")
+    dropped = (
+        "--mode",
+        "--slurm_",
+        "--gpus_per_task",
+        "--cpus_per_task",
+        "--array_par",
+        "--wait",
+        "--nowait",
+        "--sweep_index",
+        "--workdir",
+        "--config=",
+    )
+    trial_argv = [a for a in argv if not a.startswith(dropped)]
+    config_arg = str(Path(path).absolute()) + (f":{variant}" if variant else "")
+    trial_argv = [f"--config={config_arg}", f"--workdir={workdir}", *trial_argv]
+    try:
+        jobs = sweeps.launch(trial_argv, workdir, len(trials), slurm, wait)
+    except RuntimeError as e:
+        raise TrainingError(f"some trials failed: {e}") from None
+    if all(job.done() for job in jobs):
+        print(sweeps.summarize(workdir)[0], end="")
+    else:
+        print(f"when they finish: python main.py --mode=summary --workdir={workdir}")
+
+
+def summary(workdir: str) -> None:
+    """Prints (and writes) the table of a sweep's final metrics."""
+    print(sweeps.summarize(workdir)[0], end="")
+
+
+def population(config, config_name: str, workdir: str) -> None:
+    """Trains every trial of the config file's sweep at once (`rnnlm_jax.population`)."""
+    from rnnlm_jax import population as population_lib
+
+    population_lib.train_and_evaluate(config, sweeps.load_sweep(config_name), workdir)
 
 
 def sample(workdir: str, prefix: str, num_preds: int, **sampling) -> None:
