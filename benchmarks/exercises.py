@@ -66,7 +66,16 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--workdir", default=str(ROOT / "runs" / "exercises"))
     p.add_argument("--quick", action="store_true", help="20 epochs per run; README unchanged")
+    p.add_argument(
+        "--tables-only",
+        action="store_true",
+        help="rewrite the README tables from docs/exercises.json",
+    )
     args = p.parse_args()
+    if args.tables_only:
+        results = json.loads((DOCS / "exercises.json").read_text())
+        update_readme(render(results))
+        return
     workdir = Path(args.workdir) / ("quick" if args.quick else "")
     epochs = 20 if args.quick else None
     results = {"lm": {}, "sine": None}
@@ -82,7 +91,21 @@ def main():
     print("-- sine", flush=True)
     with contextlib.redirect_stdout(io.StringIO()):
         results["sine"] = sine.train_and_evaluate(sine_config.get_config(), str(workdir / "sine"))
+    tables = render(results)
+    if args.quick:
+        print("\n\n".join(tables.values()))
+        return
+    DOCS.mkdir(exist_ok=True)
+    shutil.copy(workdir / "overfit" / "perplexity.png", DOCS / "overfit.png")
+    shutil.copy(workdir / "rnn_1l" / "perplexity.png", DOCS / "seed_val.png")
+    shutil.copy(workdir / "sine" / "sine_predictions.png", DOCS / "sine_predictions.png")
+    shutil.copy(workdir / "sine" / "sine_k_step.png", DOCS / "sine_k_step.png")
+    (DOCS / "exercises.json").write_text(json.dumps(results, indent=2) + "\n")
+    update_readme(tables)
 
+
+def render(results: dict) -> dict[str, str]:
+    """The README's four markdown tables from the results."""
     lm = results["lm"]
     cells = [
         "| cell | layers | train perplexity | val perplexity | tokens/sec | sample |",
@@ -133,29 +156,23 @@ def main():
             + " | ".join(f"{r['k_step_mse'][k]:.4f}" for k in ks)
             + " |"
         )
-    tables = {
+    return {
         "cells": "\n".join(cells),
         "deep": "\n".join(deep),
         "other": "\n".join(other),
         "sine": "\n".join(sine_rows),
     }
-    if args.quick:
-        print("\n\n".join(tables.values()))
-        return
-    DOCS.mkdir(exist_ok=True)
-    shutil.copy(workdir / "overfit" / "perplexity.png", DOCS / "overfit.png")
-    shutil.copy(workdir / "rnn_1l" / "perplexity.png", DOCS / "seed_val.png")
-    shutil.copy(workdir / "sine" / "sine_predictions.png", DOCS / "sine_predictions.png")
-    shutil.copy(workdir / "sine" / "sine_k_step.png", DOCS / "sine_k_step.png")
-    (DOCS / "exercises.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+def update_readme(tables: dict[str, str]) -> None:
     readme = (ROOT / "README.md").read_text()
     for key, table in tables.items():
-        pattern = re.compile(rf"(<!-- exercises:{key} -->\n).*?(\n<!-- /exercises:{key} -->)", re.S)
+        pattern = re.compile(rf"(<!-- exercises:{key} -->\n).*?(<!-- /exercises:{key} -->)", re.S)
         if not pattern.search(readme):
             sys.exit(f"error: README.md has no <!-- exercises:{key} --> markers")
-        readme = pattern.sub(lambda m, t=table: m.group(1) + t + m.group(2), readme)
+        readme = pattern.sub(lambda m, t=table: m.group(1) + t + "\n" + m.group(2), readme)
     (ROOT / "README.md").write_text(readme)
-    print("wrote README.md tables, docs/*.png and docs/exercises.json")
+    print("wrote the README.md tables (docs/*.png and docs/exercises.json beside them)")
 
 
 if __name__ == "__main__":

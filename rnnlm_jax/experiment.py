@@ -142,7 +142,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     history = logger.history
     this_process = [r for r in history if r["epoch"] > start_epoch]
-    timed = this_process[1:] or this_process  # the first epoch includes compilation
+    # The first epoch of a process includes compilation; a finished run that trained
+    # nothing now reports the epochs it logged before.
+    timed = this_process[1:] or this_process or history[1:]
     tokens = sum(r["tokens_per_sec"] * r["seconds"] for r in timed)
     seconds = sum(r["seconds"] for r in timed)
     if history and main_process:
