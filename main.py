@@ -74,7 +74,9 @@ def main(argv):
             cpus_per_task=FLAGS.cpus_per_task,
             array_parallelism=FLAGS.array_parallelism,
         )
-        cli.run(lambda: cli.sweep(config_name, workdir, sys.argv[1:], slurm, FLAGS.wait))
+        cli.run(
+            lambda: cli.sweep(FLAGS.config, config_name, workdir, sys.argv[1:], slurm, FLAGS.wait)
+        )
     elif FLAGS.mode == "population":
         cli.run(lambda: cli.population(FLAGS.config, config_name, workdir))
     else:

@@ -26,6 +26,7 @@ import orbax.checkpoint as ocp
 from rnnlm_jax.configuration import ConfigError, model_from_config
 from rnnlm_jax.data import Vocab
 from rnnlm_jax.models import RNNModel
+from rnnlm_jax.training import abstract_train_state
 
 CHECKPOINT_DIR = "checkpoints"
 CONFIG_FILE = "config.json"
@@ -165,8 +166,6 @@ def load_trained(workdir: str | Path, epoch: int | None = None):
 
     `epoch` picks a checkpoint (default: the latest).
     """
-    from rnnlm_jax.training import abstract_train_state  # training imports this module
-
     config = read_config(workdir)
     vocab = read_vocab(workdir)
     try:

@@ -98,12 +98,12 @@ def train(config, workdir: str, config_name: str = "", sweep_index: int | None =
         sys.exit(SIGNAL_EXIT[result["stopped_by"]])
 
 
-def sweep(config_name: str, workdir: str, argv: list[str], slurm: dict, wait) -> None:
+def sweep(config, config_name: str, workdir: str, argv: list[str], slurm: dict, wait) -> None:
     """Submits every trial of the config file's sweep (one job array); when the trials ran
     here, prints the summary table."""
     trials = sweeps.load_sweep(config_name)
     for overrides in trials:  # a typo fails here, before anything is submitted
-        sweeps.apply_trial(flags.FLAGS.config.copy_and_resolve_references(), overrides)
+        sweeps.apply_trial(config.copy_and_resolve_references(), overrides)
     workdir = Path(workdir).absolute()
     path, _, variant = config_name.partition(":")
     dropped = (

@@ -24,6 +24,7 @@ import optax
 
 from rnnlm_jax import data, training
 from rnnlm_jax.configuration import ConfigError, model_from_config, validate
+from rnnlm_jax.experiment import load_data
 from rnnlm_jax.models import RNNModel
 
 POPULATION_FIELDS = ("lr", "clip", "seed")
@@ -94,8 +95,6 @@ def train_and_evaluate(
     """Trains every trial at once for `config.num_epochs`; writes `population.jsonl` (one
     line per epoch and member) and `population.md` (final metrics) into `workdir`, prints
     the table and returns its rows. Keeps no checkpoints."""
-    from rnnlm_jax.experiment import load_data  # experiment imports much more than needed here
-
     validate(config)
     seeds, lrs, clips = members_from_trials(config, trials)
     corpus, _, vocab = load_data(config)
