@@ -114,15 +114,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 print(f"resuming {workdir} after epoch {start_epoch}{notes}", flush=True)
             else:  # Every process computes the same replicated initial state.
                 state = jax.jit(
-                    lambda: training.create_train_state(
-                        model,
-                        jax.random.key(config.seed),
-                        config.lr,
-                        config.clip,
-                        config.batch_size,
-                        config.num_steps,
-                    ),
-                    out_shardings=replicated,
+                    lambda: training.initial_train_state(model, config), out_shardings=replicated
                 )()
             state, logger, stopped_by = _train_epochs(
                 config,

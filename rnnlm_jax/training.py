@@ -47,18 +47,21 @@ def create_train_state(
     )
 
 
+def initial_train_state(model: RNNModel, config: ml_collections.ConfigDict) -> TrainState:
+    """The train state a run of `config` starts from (parameters drawn from `config.seed`)."""
+    return create_train_state(
+        model,
+        jax.random.key(config.seed),
+        config.lr,
+        config.clip,
+        config.batch_size,
+        config.num_steps,
+    )
+
+
 def abstract_train_state(model: RNNModel, config: ml_collections.ConfigDict) -> TrainState:
     """The train state's structure, shapes and dtypes for `config`, allocating nothing."""
-    return jax.eval_shape(
-        lambda: create_train_state(
-            model,
-            jax.random.key(config.seed),
-            config.lr,
-            config.clip,
-            config.batch_size,
-            config.num_steps,
-        )
-    )
+    return jax.eval_shape(lambda: initial_train_state(model, config))
 
 
 def loss_fn(params, apply_fn, carry: State, X: jax.Array, Y: jax.Array, dropout_rng=None):

@@ -32,3 +32,17 @@ def corpus_vocab(text):
     from rnnlm_jax import data
 
     return data.load_corpus(text, "char", 10000)
+
+
+@pytest.fixture(scope="session")
+def small_lm(corpus_vocab):
+    """An untrained 32-unit char model: `(model, params, vocab)`."""
+    import jax
+    import jax.numpy as jnp
+
+    from rnnlm_jax.models import RNNModel
+
+    _, vocab = corpus_vocab
+    model = RNNModel(vocab_size=len(vocab), num_hiddens=32, initializer="flax")
+    params = model.init(jax.random.key(3), jnp.zeros((1, 1), jnp.int32), model.begin_state(1))
+    return model, params["params"], vocab

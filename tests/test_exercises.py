@@ -16,7 +16,7 @@ from configs import sine as sine_config
 from configs import timemachine
 from rnnlm_jax import experiment, sine
 from rnnlm_jax.generation import predict, sample
-from rnnlm_jax.models import RNNLayer, RNNModel
+from rnnlm_jax.models import RNNLayer
 
 
 @pytest.mark.parametrize("variant", ["val", "overfit", "deep", "word", "random", "gru", "lstm"])
@@ -91,12 +91,9 @@ def test_dropout_masks_differ_per_layer_and_time_step():
     np.testing.assert_array_equal(out_a, out_b)
 
 
-@pytest.fixture(scope="module")
-def lm(corpus_vocab):
-    _, vocab = corpus_vocab
-    model = RNNModel(vocab_size=len(vocab), num_hiddens=32, initializer="flax")
-    params = model.init(jax.random.key(3), jnp.zeros((1, 1), jnp.int32), model.begin_state(1))
-    return model, params["params"], vocab
+@pytest.fixture
+def lm(small_lm):
+    return small_lm
 
 
 def test_sampling_is_seeded_batched_and_greedy_by_default(lm):

@@ -1,21 +1,16 @@
 """Greedy prediction: the book's procedure, deterministic, keeps the prefix."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from rnnlm_jax import data
 from rnnlm_jax.generation import greedy_ids, predict
-from rnnlm_jax.models import RNNModel
 
 
-@pytest.fixture(scope="module")
-def setup(corpus_vocab):
-    _, vocab = corpus_vocab
-    model = RNNModel(vocab_size=len(vocab), num_hiddens=32, initializer="flax")
-    params = model.init(jax.random.key(3), jnp.zeros((1, 1), jnp.int32), model.begin_state(1))
-    return model, params["params"], vocab
+@pytest.fixture
+def setup(small_lm):
+    return small_lm
 
 
 def test_predict_keeps_prefix_and_is_deterministic(setup):
