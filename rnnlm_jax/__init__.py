@@ -1,8 +1,8 @@
 """rnnlm_jax: recurrent language models in JAX/Flax, after d2l section 8.6.
 
-    from rnnlm_jax import data, models, training, generation   # the pieces
-    from rnnlm_jax import experiment, checkpoints              # a whole run in a workdir
-    from rnnlm_jax import parallel, sweeps, population, sine   # scaling, exercise 3
+from rnnlm_jax import data, models, training, generation   # the pieces
+from rnnlm_jax import experiment, checkpoints              # a whole run in a workdir
+from rnnlm_jax import parallel, sweeps, population, sine   # scaling, exercise 3
 """
 
 from rnnlm_jax.checkpoints import load_trained

@@ -203,46 +203,38 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 
 def _plot(time_axis, x, results, config, workdir: Path) -> None:
+    """The book's two figures, one panel per model: 1-step and free-running predictions
+    against the data, and the k-step-ahead predictions."""
+    tau, start = config.tau, config.n_train + config.tau
+
+    def predictions(ax, curves):
+        ax.plot(time_axis, x, label="data", lw=1)
+        ax.plot(time_axis[tau:], curves["onestep"], label="1-step preds", lw=1)
+        ax.plot(time_axis[start:], curves["multistep"][start:], label="multistep preds", lw=1)
+
+    def k_steps(ax, curves):
+        table = curves["k_table"]
+        for k in config.k_steps:
+            times = time_axis[tau + k - 1 : tau + k - 1 + table.shape[0]]
+            ax.plot(times, table[:, tau + k - 1], label=f"{k}-step preds", lw=1)
+
+    _panels(results, predictions, config.T, workdir / "sine_predictions.png")
+    _panels(results, k_steps, config.T, workdir / "sine_k_step.png")
+
+
+def _panels(results, draw, T: int, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tau = config.tau
     fig, axes = plt.subplots(len(results), 1, figsize=(6, 2.4 * len(results)), dpi=110)
     for ax, (name, r) in zip(axes, results.items()):
-        c = r["curves"]
-        ax.plot(time_axis, x, label="data", lw=1)
-        ax.plot(time_axis[tau:], c["onestep"], label="1-step preds", lw=1)
-        ax.plot(
-            time_axis[config.n_train + tau :],
-            c["multistep"][config.n_train + tau :],
-            label="multistep preds",
-            lw=1,
-        )
+        draw(ax, r["curves"])
         ax.set_title(name)
-        ax.set_xlim(1, config.T)
+        ax.set_xlim(1, T)
         ax.legend(fontsize=7, loc="lower left")
     axes[-1].set_xlabel("time")
     fig.tight_layout()
-    fig.savefig(workdir / "sine_predictions.png")
-    plt.close(fig)
-
-    fig, axes = plt.subplots(len(results), 1, figsize=(6, 2.4 * len(results)), dpi=110)
-    for ax, (name, r) in zip(axes, results.items()):
-        table = r["curves"]["k_table"]
-        rows = table.shape[0]
-        for k in config.k_steps:
-            ax.plot(
-                time_axis[tau + k - 1 : tau + k - 1 + rows],
-                table[:, tau + k - 1],
-                label=f"{k}-step preds",
-                lw=1,
-            )
-        ax.set_title(name)
-        ax.set_xlim(5, config.T)
-        ax.legend(fontsize=7, loc="lower left")
-    axes[-1].set_xlabel("time")
-    fig.tight_layout()
-    fig.savefig(workdir / "sine_k_step.png")
+    fig.savefig(path)
     plt.close(fig)

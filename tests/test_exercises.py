@@ -91,13 +91,8 @@ def test_dropout_masks_differ_per_layer_and_time_step():
     np.testing.assert_array_equal(out_a, out_b)
 
 
-@pytest.fixture
-def lm(small_lm):
-    return small_lm
-
-
-def test_sampling_is_seeded_batched_and_greedy_by_default(lm):
-    model, params, vocab = lm
+def test_sampling_is_seeded_batched_and_greedy_by_default(small_lm):
+    model, params, vocab = small_lm
     greedy = predict(params, "time", 20, vocab, model)
     assert sample(params, "time", 20, vocab, model, temperature=0.0) == [greedy]
     assert sample(params, "time", 20, vocab, model, top_k=1, seed=5) == [greedy]
@@ -109,8 +104,8 @@ def test_sampling_is_seeded_batched_and_greedy_by_default(lm):
     assert all(s.startswith("time") and len(s.replace("<unk>", "?")) == 24 for s in a)
 
 
-def test_top_k_only_draws_the_k_likeliest(lm):
-    model, params, vocab = lm
+def test_top_k_only_draws_the_k_likeliest(small_lm):
+    model, params, vocab = small_lm
     prefix = "the time"
     logits, _ = model.apply(
         {"params": params}, jnp.asarray([vocab[list(prefix)]]), model.begin_state(1)

@@ -8,21 +8,16 @@ from rnnlm_jax import data
 from rnnlm_jax.generation import greedy_ids, predict
 
 
-@pytest.fixture
-def setup(small_lm):
-    return small_lm
-
-
-def test_predict_keeps_prefix_and_is_deterministic(setup):
-    model, params, vocab = setup
+def test_predict_keeps_prefix_and_is_deterministic(small_lm):
+    model, params, vocab = small_lm
     a = predict(params, "time traveller", 30, vocab, model)
     b = predict(params, "time traveller", 30, vocab, model)
     assert a == b and a.startswith("time traveller") and len(a) == 14 + 30
 
 
-def test_predict_matches_a_per_token_loop(setup):
+def test_predict_matches_a_per_token_loop(small_lm):
     """The compiled scan equals the book's loop: one token at a time, feeding back the argmax."""
-    model, params, vocab = setup
+    model, params, vocab = small_lm
     prefix = "the time"
     state = model.begin_state(1)
     outputs = [vocab[prefix[0]]]
@@ -36,8 +31,8 @@ def test_predict_matches_a_per_token_loop(setup):
     assert predict(params, prefix, 20, vocab, model) == expected
 
 
-def test_unknown_characters_map_to_unk(setup):
-    model, params, vocab = setup
+def test_unknown_characters_map_to_unk(small_lm):
+    model, params, vocab = small_lm
     ids = jnp.asarray(vocab[list("time?")], jnp.int32)
     assert int(ids[-1]) == 0
     same = jnp.asarray(vocab[list("time") + ["<unk>"]], jnp.int32)
@@ -47,14 +42,14 @@ def test_unknown_characters_map_to_unk(setup):
     assert predict(params, "Time!", 3, vocab, model).startswith("Time!")
 
 
-def test_empty_prefix_is_an_error(setup):
-    model, params, vocab = setup
+def test_empty_prefix_is_an_error(small_lm):
+    model, params, vocab = small_lm
     with pytest.raises(ValueError, match="prefix"):
         predict(params, "", 5, vocab, model)
 
 
-def test_zero_predictions_return_the_prefix(setup):
-    model, params, vocab = setup
+def test_zero_predictions_return_the_prefix(small_lm):
+    model, params, vocab = small_lm
     assert predict(params, "abc", 0, vocab, model) == "abc"
 
 
