@@ -83,7 +83,7 @@ def main():
     for cell in ("rnn", "gru", "lstm"):
         for layers in (1, 2):
             name = f"{cell}_{layers}l"
-            results["lm"][name] = run_lm(name, f"val,{cell}", workdir, epochs, num_layers=layers)
+            results["lm"][name] = run_lm(name, "val", workdir, epochs, cell=cell, num_layers=layers)
     results["lm"]["rnn_3l"] = run_lm("rnn_3l", "val", workdir, epochs, num_layers=3)
     results["lm"]["random"] = run_lm("random", "val,random", workdir, epochs)
     results["lm"]["overfit"] = run_lm("overfit", "overfit", workdir, epochs)

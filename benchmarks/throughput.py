@@ -10,15 +10,20 @@ Reports, per cell:
   * greedy generation of 1,000 characters after a 14-character prefix: one compiled call vs.
     a per-token Python loop over the same model (one jitted step per character);
   * the peak resident memory of the process.
-With `--compare-torch`, the book's PyTorch model (`../shared/bench/torch_concise_rnn.py`)
-and ours are run in alternation, A B A B ..., each in a fresh process for the same number
-of epochs, and the ratio of the median tokens/sec is reported.
+  * the machine's matmul peak (a 2048^3 `jnp.matmul`, float32 and bfloat16 operands) and each
+    cell's training GFLOP/s as a fraction of it (`train_flops_per_token` says what is counted).
+With `--compare-torch`, the book's PyTorch model (`../shared/bench/torch_concise_rnn.py
+--cell C --layers L`) and ours are run in alternation for every row of `COMPARE_ROWS` (rnn,
+gru, lstm, 2-layer lstm in float32, and both LSTMs with bfloat16 matmul operands), A B A B
+..., each in a fresh process for the same number of epochs, and the ratio of the median
+tokens/sec is reported per row.
 Results go to stdout as a table and to a JSON file (`--out`).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -41,6 +46,43 @@ from rnnlm_jax.models import RNNModel  # noqa: E402
 
 TORCH_SCRIPT = ROOT.parent / "shared" / "bench" / "torch_concise_rnn.py"
 PREFIX = "time traveller"
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+# (cell, layers, dtype of our matmul operands); PyTorch always runs float32.
+COMPARE_ROWS = [
+    ("rnn", 1, "float32"),
+    ("gru", 1, "float32"),
+    ("lstm", 1, "float32"),
+    ("lstm", 2, "float32"),
+    ("lstm", 1, "bfloat16"),
+    ("lstm", 2, "bfloat16"),
+]
+
+
+def train_flops_per_token(cell: str, layers: int, hidden: int, vocab_size: int) -> float:
+    """Matmul FLOPs of one training token: 3x the forward's (forward, input gradient, weight
+    gradient). Forward: per layer `2 k H^2` for the recurrent matmul (k gates), plus
+    `2 k H^2` for the input projection of layers above the first (the first layer's one-hot
+    input is a row gather, counted as 0), plus `2 H V` for the head."""
+    k = GATES[cell]
+    forward = layers * 2 * k * hidden * hidden + (layers - 1) * 2 * k * hidden * hidden
+    return 3.0 * (forward + 2 * hidden * vocab_size)
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> dict[str, float]:
+    """Best-of-`repeats` GFLOP/s of an `[n, n] @ [n, n]` matmul, float32 and bfloat16 operands
+    (float32 accumulation and result)."""
+    f = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32))
+    peaks = {}
+    for name, dtype in (("float32", jnp.float32), ("bfloat16", jnp.bfloat16)):
+        a = jnp.ones((n, n), dtype)
+        f(a, a).block_until_ready()
+        best = min(_timed(functools.partial(_run_once, f, a)) for _ in range(repeats))
+        peaks[name] = 2 * n**3 / best / 1e9
+    return peaks
+
+
+def _run_once(f, a):
+    f(a, a).block_until_ready()
 
 
 def load_corpus(max_tokens: int):
@@ -48,11 +90,15 @@ def load_corpus(max_tokens: int):
     return data.load_corpus(text, "char", max_tokens)
 
 
-def measure_training(corpus, vocab, cell, hidden, batch, steps, epochs, warmup, custom_vjp=True):
+def measure_training(
+    corpus, vocab, cell, hidden, batch, steps, epochs, warmup, layers=1, dtype="float32"
+):
     """Trains `epochs` epochs; returns compile time and tokens/sec over the epochs after
     `warmup` (both the median of the epochs and the total tokens / total time, as the
     PyTorch script reports it)."""
-    model = RNNModel(len(vocab), cell=cell, num_hiddens=hidden, custom_vjp=custom_vjp)
+    model = RNNModel(
+        len(vocab), cell=cell, num_hiddens=hidden, num_layers=layers, dtype=getattr(jnp, dtype)
+    )
     start = time.perf_counter()
     state = training.create_train_state(model, jax.random.key(0), 1.0, 1.0, batch, steps)
     begin = model.begin_state(batch)
@@ -137,38 +183,66 @@ def peak_rss_mib() -> float:
 
 
 def compare_torch(args) -> dict:
-    """A B A B ...: ours and the PyTorch baseline, each a fresh process, same epochs."""
-    ours_cmd = [
-        sys.executable,
-        __file__,
-        "--train-only",
-        f"--epochs={args.compare_epochs}",
-        f"--hidden={args.hidden}",
-    ]
-    torch_cmd = [
-        args.torch_python,
-        str(args.torch_script),
-        f"--epochs={args.compare_epochs}",
-        f"--threads={args.torch_threads}",
-        f"--hidden={args.hidden}",
-    ]
-    ours, theirs = [], []
+    """A B A B ...: ours and the PyTorch baseline for every row, each a fresh process, same
+    epochs; PyTorch runs once per (cell, layers) and round, shared by our dtypes."""
+    common = [f"--epochs={args.compare_epochs}", f"--hidden={args.hidden}"]
+    ours = {row: [] for row in COMPARE_ROWS}
+    theirs = {(cell, layers): [] for cell, layers, _ in COMPARE_ROWS}
     for i in range(args.rounds):
-        ours.append(_last_json(_run(ours_cmd))["tokens_per_sec"])
-        line = _run(torch_cmd).strip().splitlines()[-1]
-        theirs.append(float(line.split()[0].split("=")[1]))
-        print(
-            f"round {i + 1}: rnnlm_jax {ours[-1]:,.0f}  pytorch {theirs[-1]:,.0f} tokens/sec",
-            flush=True,
+        for cell, layers, dtype in COMPARE_ROWS:
+            cmd = [sys.executable, __file__, "--train-only", f"--cells={cell}"]
+            cmd += [f"--layers={layers}", f"--dtype={dtype}", *common]
+            ours[cell, layers, dtype].append(_last_json(_run(cmd))["tokens_per_sec"])
+            if dtype != "float32":
+                continue
+            cmd = [args.torch_python, str(args.torch_script), f"--threads={args.torch_threads}"]
+            cmd += [f"--cell={cell}", f"--layers={layers}", *common]
+            line = _run(cmd).strip().splitlines()[-1]
+            theirs[cell, layers].append(float(line.split()[0].split("=")[1]))
+            print(
+                f"round {i + 1}, {cell} x{layers}: rnnlm_jax {ours[cell, layers, dtype][-1]:,.0f}"
+                f"  pytorch {theirs[cell, layers][-1]:,.0f} tokens/sec",
+                flush=True,
+            )
+    rows = []
+    for cell, layers, dtype in COMPARE_ROWS:
+        a, b = ours[cell, layers, dtype], theirs[cell, layers]
+        gflops = statistics.median(a) * train_flops_per_token(cell, layers, args.hidden, 28) / 1e9
+        rows.append(
+            {
+                "cell": cell,
+                "layers": layers,
+                "dtype": dtype,
+                "rnnlm_jax": _summary(a),
+                "pytorch": _summary(b),
+                "ratio_of_medians": statistics.median(a) / statistics.median(b),
+                "train_gflops": gflops,
+                "fraction_of_peak": gflops / args.peaks[dtype],
+            }
         )
     return {
         "rounds": args.rounds,
         "epochs": args.compare_epochs,
         "torch_threads": args.torch_threads,
-        "rnnlm_jax": _summary(ours),
-        "pytorch": _summary(theirs),
-        "ratio_of_medians": statistics.median(ours) / statistics.median(theirs),
+        "rows": rows,
     }
+
+
+def print_compare_table(t: dict) -> None:
+    print(
+        f"rnnlm_jax / pytorch, {t['rounds']} interleaved rounds of {t['epochs']} epochs "
+        "(medians; PyTorch in float32):"
+    )
+    print(
+        f"{'cell':<5} {'layers':>6} {'dtype':>9} {'rnnlm_jax tok/s':>16} {'pytorch tok/s':>14} "
+        f"{'ratio':>6} {'GFLOP/s':>8} {'of peak':>8}"
+    )
+    for r in t["rows"]:
+        print(
+            f"{r['cell']:<5} {r['layers']:>6} {r['dtype']:>9} {r['rnnlm_jax']['median']:>16,.0f} "
+            f"{r['pytorch']['median']:>14,.0f} {r['ratio_of_medians']:>5.2f}x "
+            f"{r['train_gflops']:>8.1f} {r['fraction_of_peak']:>7.0%}"
+        )
 
 
 def _summary(xs):
@@ -192,6 +266,8 @@ def main():
     p.add_argument("--epochs", type=int, default=30, help="training epochs per cell")
     p.add_argument("--warmup", type=int, default=2, help="epochs left out of tokens/sec")
     p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--layers", type=int, default=1)
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=35)
     p.add_argument("--max-tokens", type=int, default=10000)
@@ -203,8 +279,8 @@ def main():
     p.add_argument("--torch-python", default=sys.executable)
     p.add_argument("--torch-script", default=str(TORCH_SCRIPT))
     p.add_argument("--torch-threads", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--compare-epochs", type=int, default=50)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--compare-epochs", type=int, default=20)
     args = p.parse_args()
     if args.tiny:
         args.epochs, args.hidden, args.num_preds, args.max_tokens = 4, 16, 20, 3000
@@ -213,12 +289,26 @@ def main():
     corpus, vocab = load_corpus(args.max_tokens)
     common = dict(hidden=args.hidden, batch=args.batch, steps=args.steps, warmup=args.warmup)
     if args.train_only:
-        r = measure_training(corpus, vocab, "rnn", epochs=args.epochs, **common)
+        r = measure_training(
+            corpus,
+            vocab,
+            args.cells,
+            epochs=args.epochs,
+            layers=args.layers,
+            dtype=args.dtype,
+            **common,
+        )
         print(json.dumps({k: r[k] for k in ("compile_s", "tokens_per_sec", "perplexity")}))
         return
+    args.peaks = matmul_peak_gflops(512 if args.tiny else 2048)
+    print(
+        f"matmul peak: {args.peaks['float32']:.0f} GFLOP/s float32, "
+        f"{args.peaks['bfloat16']:.0f} GFLOP/s bfloat16 operands"
+    )
 
     results = {
         "device": str(jax.devices()[0]),
+        "matmul_peak_gflops": args.peaks,
         "jax": jax.__version__,
         "cpu_count": os.cpu_count(),
         "config": {k: getattr(args, k) for k in ("epochs", "hidden", "batch", "steps")},
@@ -227,7 +317,8 @@ def main():
     n = args.num_preds
     print(
         f"{'cell':<5} {'compile s':>9} {'train tok/s':>12} {f'gen {n} compiled':>17} "
-        f"{'jitted-step loop':>17} {'speedup':>8} {'eager loop':>13} {'speedup':>8}"
+        f"{'jitted-step loop':>17} {'speedup':>8} {'eager loop':>13} {'speedup':>8} "
+        f"{'GFLOP/s':>8} {'of peak':>8}"
     )
     for cell in args.cells.split(","):
         r = measure_training(corpus, vocab, cell, epochs=args.epochs, **common)
@@ -243,23 +334,20 @@ def main():
             "generate_eager_speedup": g["eager_ms_per_token"] * 1e-3 * n / g["compiled_s"],
         }
         c = results["cells"][cell]
+        flops = train_flops_per_token(cell, 1, args.hidden, len(vocab))
+        c["train_gflops"] = c["train_tokens_per_sec_median"] * flops / 1e9
+        c["fraction_of_peak"] = c["train_gflops"] / args.peaks["float32"]
         print(
             f"{cell:<5} {c['compile_s']:>9.2f} {c['train_tokens_per_sec_median']:>12,.0f} "
             f"{c['generate_compiled_s'] * 1e3:>14.1f} ms {c['generate_loop_s'] * 1e3:>14.1f} ms "
             f"{c['generate_speedup']:>7.1f}x {c['generate_eager_ms_per_token']:>8.1f} ms/ch "
-            f"{c['generate_eager_speedup']:>7.0f}x",
+            f"{c['generate_eager_speedup']:>7.0f}x {c['train_gflops']:>8.1f} "
+            f"{c['fraction_of_peak']:>7.0%}",
             flush=True,
         )
     if args.compare_torch:
         results["compare_torch"] = compare_torch(args)
-        t = results["compare_torch"]
-        print(
-            f"rnnlm_jax / pytorch, {t['rounds']} interleaved rounds of {t['epochs']} epochs: "
-            f"{t['ratio_of_medians']:.2f}x (medians {t['rnnlm_jax']['median']:,.0f} vs "
-            f"{t['pytorch']['median']:,.0f}; ours {t['rnnlm_jax']['min']:,.0f}-"
-            f"{t['rnnlm_jax']['max']:,.0f}, pytorch {t['pytorch']['min']:,.0f}-"
-            f"{t['pytorch']['max']:,.0f})"
-        )
+        print_compare_table(results["compare_torch"])
     results["peak_rss_mib"] = peak_rss_mib()
     print(f"peak resident memory: {results['peak_rss_mib']:.0f} MiB")
     out = Path(args.out)

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from rnnlm_jax.data import PARTITIONS, TOKEN_TYPES
+from rnnlm_jax.fast_layers import LSTM_IMPLS, resolve_lstm_impl
 from rnnlm_jax.models import CELLS, INITS, RNNModel
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -61,6 +62,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _choice(config, "token", TOKEN_TYPES)
     _choice(config, "partition", PARTITIONS)
     _choice(config, "dtype", DTYPES)
+    if "lstm_impl" in config:
+        _choice(config, "lstm_impl", LSTM_IMPLS)
+        _check(
+            config.lstm_impl != "cudnn"
+            or (config.dtype == "float32" and resolve_lstm_impl("auto") == "cudnn"),
+            "config.lstm_impl='cudnn' needs a CUDA GPU and config.dtype=float32 "
+            "(use 'auto' or 'scan')",
+        )
     _check(isinstance(config.custom_vjp, bool), "config.custom_vjp must be True or False")
     _check(
         config.dtype == "float32" or config.cell != "rnn" or config.custom_vjp,
@@ -79,7 +88,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
 def model_from_config(config: ml_collections.ConfigDict, vocab_size: int) -> RNNModel:
     """The `RNNModel` that `config` describes, for a vocab of `vocab_size` tokens.
 
-    Fields that only later versions write (`dropout`, `custom_vjp`, `unroll`, `dtype`) take
+    Fields that only later versions write (`dropout`, `custom_vjp`, `unroll`, `dtype`,
+    `lstm_impl`) take
     the model's defaults when a config (e.g. an older workdir's) lacks them.
     """
     defaults = RNNModel(vocab_size)
@@ -94,4 +104,5 @@ def model_from_config(config: ml_collections.ConfigDict, vocab_size: int) -> RNN
         custom_vjp=config.get("custom_vjp", defaults.custom_vjp),
         unroll=config.get("unroll", defaults.unroll),
         dtype=DTYPES[config.get("dtype", "float32")],
+        lstm_impl=config.get("lstm_impl", defaults.lstm_impl),
     )

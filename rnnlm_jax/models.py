@@ -15,22 +15,55 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rnnlm_jax.rnn_cell import SimpleRNN
+from rnnlm_jax.fast_layers import FAST_LAYERS, CudnnLSTM, resolve_lstm_impl
 
 CELLS = {"rnn": nn.SimpleCell, "gru": nn.GRUCell, "lstm": nn.LSTMCell}
-INITS = ("normal", "xavier", "flax")
+INITS = ("normal", "xavier", "flax", "pytorch", "uniform")
 
 State = Any  # jax.Array [L, B, H], or a pair of them for the LSTM
 
 
-def initializers(init: str, init_scale: float = 0.01) -> dict[str, Any]:
+def symmetric_uniform(bound: float):
+    """An initializer drawing every element from U(-bound, bound)."""
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def _sum_of_two(init):
+    def summed(key, shape, dtype=jnp.float32):
+        a, b = jax.random.split(key)
+        return init(a, shape, dtype) + init(b, shape, dtype)
+
+    return summed
+
+
+def head_initializers(init: str, init_scale: float = 0.01, num_hiddens: int = 256):
+    """The Dense head's `kernel_init` / `bias_init` for one `init` choice (PyTorch's
+    `nn.Linear(num_hiddens, V)`: one U(-k, k) draw for its bias too)."""
+    inits = initializers(init, init_scale, num_hiddens)
+    head = {k: v for k, v in inits.items() if k in ("kernel_init", "bias_init")}
+    if init == "pytorch":
+        head["bias_init"] = symmetric_uniform(num_hiddens**-0.5)
+    return head
+
+
+def initializers(init: str, init_scale: float = 0.01, num_hiddens: int = 256) -> dict[str, Any]:
     """The kernel, recurrent-kernel and bias initializers for one `init` choice.
 
     `normal`: N(0, init_scale) weights and zero biases, what the book's
     MXNet `train_ch8` uses (and what gave its perplexity 1.2); `xavier`:
     Glorot-uniform weights, zero biases (the seed's own `initialize`);
     `flax`: flax's defaults (LeCun-normal input kernels, orthogonal
-    recurrent kernels, zero biases).
+    recurrent kernels, zero biases); `pytorch`: PyTorch's default for
+    `nn.RNN/GRU/LSTM` (the book's chapter 9 PyTorch results), every weight
+    U(-k, k) with k = 1/sqrt(num_hiddens), and each recurrent bias the sum of
+    two such draws, as PyTorch's `b_ih + b_hh` (flax's cells have one bias
+    per gate; for the GRU's `n` gate PyTorch keeps two apart); `uniform`:
+    every parameter U(-init_scale, init_scale) (Zaremba et al.'s recipe).
+    The Dense head's are `head_initializers`.
     """
     zeros = nn.initializers.zeros_init()
     if init == "normal":
@@ -41,6 +74,12 @@ def initializers(init: str, init_scale: float = 0.01) -> dict[str, Any]:
         return dict(kernel_init=w, recurrent_kernel_init=w, bias_init=zeros)
     if init == "flax":
         return {}
+    if init == "uniform":
+        u = symmetric_uniform(init_scale)
+        return dict(kernel_init=u, recurrent_kernel_init=u, bias_init=u)
+    if init == "pytorch":
+        u = symmetric_uniform(num_hiddens**-0.5)
+        return dict(kernel_init=u, recurrent_kernel_init=u, bias_init=_sum_of_two(u))
     raise ValueError(f"unknown init {init!r}; expected one of {INITS}")
 
 
@@ -59,9 +98,13 @@ class RNNLayer(nn.Module):
       num_layers: L; the output sequence of layer l is the input of layer l+1.
       vocab_size: V, needed when the inputs are token ids (they stand for their one-hot).
       initializer, init_scale: see `initializers`.
-      custom_vjp: for `rnn`, use `rnn_cell.SimpleRNN` (input projection out of the time
-        loop, hand-written backward pass); False runs flax's `nn.SimpleCell` under
-        `nn.scan` and `jax.grad` (same parameters, same results to float tolerance).
+      custom_vjp: use the fast layers of `fast_layers` (input projection out of the time
+        loop, one fused matmul per step, hand-written backward pass); False runs flax's
+        `nn.SimpleCell` / `nn.GRUCell` / `nn.LSTMCell` under `nn.scan` and `jax.grad` (same
+        parameters, same results to float tolerance).
+      lstm_impl: for `lstm`: `scan` (the above), `cudnn` (`fast_layers.CudnnLSTM`, one
+        cuDNN call per layer; CUDA only) or `auto` (cuDNN on a CUDA device with float32
+        matmuls, else `scan`). Same parameters either way.
       dropout: rate of dropout on each layer's outputs but the last (as PyTorch's
         `nn.RNN(dropout=...)`); an independent mask per layer, time step, sequence and unit.
       unroll: time steps per loop iteration of the compiled scan.
@@ -78,6 +121,7 @@ class RNNLayer(nn.Module):
     custom_vjp: bool = True
     unroll: int = 1
     dtype: Any = jnp.float32
+    lstm_impl: str = "auto"
 
     @nn.compact
     def __call__(
@@ -97,7 +141,7 @@ class RNNLayer(nn.Module):
         """
         if self.cell not in CELLS:
             raise ValueError(f"unknown cell {self.cell!r}; expected one of {tuple(CELLS)}")
-        inits = initializers(self.initializer, self.init_scale)
+        inits = initializers(self.initializer, self.init_scale, self.num_hiddens)
         outputs, final = inputs, []
         for layer in range(self.num_layers):
             if layer > 0 and self.dropout > 0:
@@ -107,8 +151,12 @@ class RNNLayer(nn.Module):
                 )
             carry = jax.tree.map(lambda s, i=layer: s[i], state)
             name = f"layer_{layer}"
-            if self.cell == "rnn" and self.custom_vjp:
-                carry, outputs = SimpleRNN(
+            if self.cell == "lstm" and resolve_lstm_impl(self.lstm_impl, self.dtype) == "cudnn":
+                carry, outputs = CudnnLSTM(self.num_hiddens, self.vocab_size, name=name, **inits)(
+                    carry, outputs
+                )
+            elif self.custom_vjp:
+                carry, outputs = FAST_LAYERS[self.cell](
                     self.num_hiddens,
                     self.vocab_size,
                     unroll=self.unroll,
@@ -156,6 +204,7 @@ class RNNModel(nn.Module):
     custom_vjp: bool = True
     unroll: int = 1
     dtype: Any = jnp.float32
+    lstm_impl: str = "auto"
 
     def setup(self):
         self.rnn = RNNLayer(
@@ -169,12 +218,12 @@ class RNNModel(nn.Module):
             custom_vjp=self.custom_vjp,
             unroll=self.unroll,
             dtype=self.dtype,
+            lstm_impl=self.lstm_impl,
         )
-        inits = initializers(self.initializer, self.init_scale)
         self.dense = nn.Dense(
             self.vocab_size,
             dtype=self.dtype,
-            **{k: v for k, v in inits.items() if k in ("kernel_init", "bias_init")},
+            **head_initializers(self.initializer, self.init_scale, self.num_hiddens),
         )
 
     def __call__(

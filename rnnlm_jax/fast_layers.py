@@ -1,0 +1,186 @@
+"""One fast recurrent layer per cell, in flax's parameter trees: `FastRNN`, `FastGRU`, `FastLSTM`.
+
+Each layer is flax's cell run over a whole sequence (`nn.SimpleCell`, `nn.GRUCell`,
+`nn.LSTMCell` / `nn.OptimizedLSTMCell`), with the same parameter names and shapes, so a
+parameter tree moves between them and `nn.scan` over flax's cell unchanged. The work is laid
+out differently:
+  * the input projection `x W_x + b` of all T*B tokens happens before the time loop, as a
+    row gather of the fused `[V, kH]` input kernel for token ids (a one-hot times a matrix
+    is a row lookup) or one `[T*B, D] @ [D, kH]` matmul for float inputs;
+  * the per-gate kernels are concatenated once per call into one `[H, kH]` recurrent
+    kernel, so a step is one fused matmul;
+  * the time loop and its hand-written backward pass are `recurrences.tanh_rnn / gru / lstm`.
+
+Call as `(carry, inputs) -> (carry, hs)`: `inputs` are int ids `[T, B]` (needs
+`vocab_size`) or floats `[T, B, D]`, time-major; `hs` is float32 `[T, B, H]`; the carry is
+`h [B, H]` (LSTM: flax's pair `(c, h)`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from rnnlm_jax import recurrences
+
+Initializer = Any
+
+
+class _Dense(nn.Module):
+    """The parameters of one flax `Dense` (`kernel [in, features]`, optional `bias`), unapplied."""
+
+    in_features: int
+    features: int
+    use_bias: bool
+    kernel_init: Initializer
+    bias_init: Initializer
+
+    @nn.compact
+    def __call__(self) -> tuple[jax.Array, jax.Array | None]:
+        kernel = self.param("kernel", self.kernel_init, (self.in_features, self.features))
+        bias = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
+        return kernel, bias
+
+
+def project_inputs(inputs: jax.Array, W_x: jax.Array, b: jax.Array, dtype: Any) -> jax.Array:
+    """`x W_x + b` for every token: int ids `[T, B]` gather rows of `W_x`; floats
+    `[T, B, D]` take one matmul. Returns float32 `[T, B, kH]`."""
+    if jnp.issubdtype(inputs.dtype, jnp.integer):
+        return jnp.take(W_x, inputs, axis=0) + b
+    return recurrences.matmul(inputs, W_x, dtype) + b
+
+
+class _FastLayer(nn.Module):
+    """Shared fields and the input-side parameters of the three fast layers."""
+
+    features: int
+    vocab_size: int | None = None
+    kernel_init: Initializer = nn.linear.default_kernel_init
+    recurrent_kernel_init: Initializer = nn.initializers.orthogonal()
+    bias_init: Initializer = nn.initializers.zeros_init()
+    unroll: int = 1
+    dtype: Any = jnp.float32
+
+    def _in_features(self, inputs: jax.Array) -> int:
+        if jnp.issubdtype(inputs.dtype, jnp.integer):
+            if self.vocab_size is None:
+                raise ValueError("token-id inputs need the layer's vocab_size")
+            return self.vocab_size
+        return inputs.shape[-1]
+
+    def _dense(self, name: str, inputs: jax.Array | None, use_bias: bool):
+        """flax's `Dense` parameters `name`: an input kernel if `inputs` is given, else a
+        recurrent `[H, H]` kernel."""
+        if inputs is None:
+            n_in, init = self.features, self.recurrent_kernel_init
+        else:
+            n_in, init = self._in_features(inputs), self.kernel_init
+        return _Dense(n_in, self.features, use_bias, init, self.bias_init, name=name)()
+
+    def _gates(self, names: str, inputs: jax.Array | None, use_bias) -> tuple[jax.Array, list]:
+        """The named gates' kernels concatenated along the output axis, and their biases."""
+        pairs = [
+            self._dense(
+                prefix, inputs, use_bias if isinstance(use_bias, bool) else prefix in use_bias
+            )
+            for prefix in names
+        ]
+        return jnp.concatenate([k for k, _ in pairs], axis=-1), [b for _, b in pairs]
+
+
+class FastRNN(_FastLayer):
+    """flax's `nn.SimpleCell` over a sequence (`i/kernel`, `i/bias`, `h/kernel`)."""
+
+    @nn.compact
+    def __call__(self, h0: jax.Array, inputs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        W_x, (b,) = self._gates(("i",), inputs, True)
+        W_h, _ = self._gates(("h",), None, False)
+        xp = project_inputs(inputs, W_x, b, self.dtype)
+        return recurrences.tanh_rnn(xp, h0.astype(jnp.float32), W_h, self.dtype, self.unroll)
+
+
+class FastGRU(_FastLayer):
+    """flax's `nn.GRUCell` over a sequence (`ir, iz, in` with biases; `hr, hz`; `hn` with bias)."""
+
+    @nn.compact
+    def __call__(self, h0: jax.Array, inputs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        W_x, b_x = self._gates(("ir", "iz", "in"), inputs, True)
+        W_h, (_, _, b_hn) = self._gates(("hr", "hz", "hn"), None, ("hn",))
+        xp = project_inputs(inputs, W_x, jnp.concatenate(b_x), self.dtype)
+        return recurrences.gru(xp, h0.astype(jnp.float32), W_h, b_hn, self.dtype, self.unroll)
+
+
+class FastLSTM(_FastLayer):
+    """flax's `nn.LSTMCell` over a sequence (`ii, if, ig, io`; `hi, hf, hg, ho` with biases)."""
+
+    @nn.compact
+    def __call__(self, carry, inputs: jax.Array):
+        W_x, _ = self._gates(("ii", "if", "ig", "io"), inputs, False)
+        W_h, b_h = self._gates(("hi", "hf", "hg", "ho"), None, True)
+        xp = project_inputs(inputs, W_x, jnp.concatenate(b_h), self.dtype)
+        carry = jax.tree.map(lambda s: s.astype(jnp.float32), tuple(carry))
+        return recurrences.lstm(xp, carry, W_h, self.dtype, self.unroll)
+
+
+FAST_LAYERS = {"rnn": FastRNN, "gru": FastGRU, "lstm": FastLSTM}
+
+
+LSTM_IMPLS = ("auto", "scan", "cudnn")
+
+
+def resolve_lstm_impl(impl: str, dtype: Any = jnp.float32) -> str:
+    """`scan` or `cudnn`: `auto` picks cuDNN on a CUDA device with float32 matmuls."""
+    if impl not in LSTM_IMPLS:
+        raise ValueError(f"unknown lstm_impl {impl!r}; expected one of {LSTM_IMPLS}")
+    if impl != "auto":
+        return impl
+    platform = getattr(getattr(jax.devices()[0], "client", None), "platform_version", "")
+    cuda = jax.default_backend() == "gpu" and "cuda" in str(platform).lower()
+    return "cudnn" if cuda and jnp.dtype(dtype) == jnp.float32 else "scan"
+
+
+def pack_cudnn_lstm_weights(params) -> jax.Array:
+    """flax's `LSTMCell` parameter tree (`ii..io`, `hi..ho`) -> cuDNN's flat weight vector
+    for one unidirectional layer: `W_ih [4H, D]`, `W_hh [4H, H]`, `b_ih [4H]`, `b_hh [4H]`
+    flattened in that order, gates `i, f, g, o` (PyTorch's layout; flax's single bias per
+    gate becomes `b_ih`, and `b_hh` is zero). `jax.experimental.rnn.unpack_lstm_weights`
+    inverts it."""
+    W_ih = jnp.concatenate([params[f"i{k}"]["kernel"] for k in "ifgo"], axis=1).T
+    W_hh = jnp.concatenate([params[f"h{k}"]["kernel"] for k in "ifgo"], axis=1).T
+    b_ih = jnp.concatenate([params[f"h{k}"]["bias"] for k in "ifgo"])
+    return jnp.concatenate([W_ih.ravel(), W_hh.ravel(), b_ih, jnp.zeros_like(b_ih)])
+
+
+class CudnnLSTM(_FastLayer):
+    """flax's `nn.LSTMCell` over a sequence as one cuDNN call (`jax.experimental.rnn.lstm`),
+    same parameter tree as `FastLSTM`; CUDA GPUs only, float32."""
+
+    @nn.compact
+    def __call__(self, carry, inputs: jax.Array):
+        from jax.experimental import rnn  # imported here: only a CUDA run needs it
+
+        if jnp.issubdtype(inputs.dtype, jnp.integer):
+            inputs = jax.nn.one_hot(inputs, self._in_features(inputs), dtype=jnp.float32)
+        params = {}
+        for k in "ifgo":
+            params[f"i{k}"] = dict(zip(("kernel", "bias"), self._dense(f"i{k}", inputs, False)))
+            params[f"h{k}"] = dict(zip(("kernel", "bias"), self._dense(f"h{k}", None, True)))
+        c0, h0 = (s.astype(jnp.float32) for s in carry)
+        x = jnp.swapaxes(inputs, 0, 1).astype(jnp.float32)  # cuDNN is batch-major
+        B, T, D = x.shape
+        y, h_n, c_n = rnn.lstm(
+            x,
+            h0[None],
+            c0[None],
+            pack_cudnn_lstm_weights(params),
+            jnp.full((B,), T, jnp.int32),
+            input_size=D,
+            hidden_size=self.features,
+            num_layers=1,
+            dropout=0.0,
+            bidirectional=False,
+        )
+        return (c_n[0], h_n[0]), jnp.swapaxes(y, 0, 1)
