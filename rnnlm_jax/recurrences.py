@@ -23,6 +23,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def matmul(a: jax.Array, b: jax.Array, dtype: Any) -> jax.Array:
@@ -82,6 +83,9 @@ tanh_rnn.defvjp(_tanh_fwd, _tanh_bwd)
 # --- GRU (flax's GRUCell) -------------------------------------------------------------------
 #   r = sigmoid(xr + h W_hr), z = sigmoid(xz + h W_hz), n = tanh(xn + r * (h W_hn + b_hn)),
 #   h' = (1 - z) * n + z * h
+# Every gradient of a step is `d = dL/dh'` times a factor of the forward's values alone, so the
+# factors are computed for all T steps at once before the reverse loop, and the loop is only
+#   d = dy + dh,  dh_prev = d * z + (U * d) @ W^T   (U: the three factors of `dL/d(h W)`).
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
@@ -102,7 +106,7 @@ def _gru_fwd(xp, h0, W, b_hn, dtype, unroll):
         un = u[:, 2 * H :] + b_hn
         n = jnp.tanh(xp_t[:, 2 * H :] + r * un)
         h = n + z * (h - n)
-        return h, (h, jnp.concatenate([r, z, n, un], axis=-1))
+        return h, (h, jnp.stack([r, z, n, un], axis=1))
 
     h_last, (hs, acts) = jax.lax.scan(step, h0, xp, unroll=unroll)
     return (h_last, hs), (h0, hs, acts, W)
@@ -111,24 +115,25 @@ def _gru_fwd(xp, h0, W, b_hn, dtype, unroll):
 def _gru_bwd(dtype, unroll, residuals, cotangents):
     h0, hs, acts, W = residuals
     d_last, d_hs = cotangents
-    H = h0.shape[-1]
-    W_T = W.T.astype(dtype)
+    T, B, H = hs.shape
+    W_T = W.T.astype(dtype)  # transposed once, outside the loop
+    r, z, n, un = (acts[:, :, k] for k in range(4))
     h_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0)
+    dn = (1.0 - z) * (1.0 - n * n)  # d(xn + r * un) / dh'
+    dr = dn * un * r * (1.0 - r)
+    dz = (h_prev - n) * z * (1.0 - z)
+    U = jnp.stack([dr, dz, dn * r], axis=2)  # d(h W + [0, 0, b_hn]) / dh', [T, B, 3, H]
 
     def step(dh, inputs):
-        dy, a, hp = inputs
-        r, z, n, un = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
+        dy, U_t, z_t = inputs
         d = dy + dh
-        dn = d * (1.0 - z) * (1.0 - n * n)  # dL/d(xn + r * un)
-        dz = d * (hp - n) * z * (1.0 - z)
-        dr = dn * un * r * (1.0 - r)
-        du = jnp.concatenate([dr, dz, dn * r], axis=-1)  # dL/d(h W + [0, 0, b_hn])
-        dh_prev = d * z + matmul(du, W_T, dtype)
-        return dh_prev, (jnp.concatenate([dr, dz, dn], axis=-1), du)
+        du = (U_t * d[:, None]).reshape(B, 3 * H)
+        return d * z_t + matmul(du, W_T, dtype), d
 
-    dh0, (dxp, dU) = jax.lax.scan(step, d_last, (d_hs, acts, h_prev), reverse=True, unroll=unroll)
-    dW = _weight_grad(h0, hs, dU, dtype)
-    return dxp, dh0, dW, dU[..., 2 * H :].sum(axis=(0, 1))
+    dh0, D = jax.lax.scan(step, d_last, (d_hs, U, z), reverse=True, unroll=unroll)
+    dU = (U * D[:, :, None]).reshape(T, B, 3 * H)
+    dxp = jnp.concatenate([dU[..., : 2 * H], (dn * D)], axis=-1)
+    return dxp, dh0, _weight_grad(h0, hs, dU, dtype), dU[..., 2 * H :].sum(axis=(0, 1))
 
 
 gru.defvjp(_gru_fwd, _gru_bwd)
@@ -137,6 +142,13 @@ gru.defvjp(_gru_fwd, _gru_bwd)
 # --- LSTM (flax's LSTMCell, carry (c, h)) -----------------------------------------------------
 #   i, f, o = sigmoid(.), g = tanh(.) of xp + h W (gates in that order), c' = f * c + i * g,
 #   h' = o * tanh(c')
+# As for the GRU, the gate gradients are `dc` (i, f, g) or `d` (o) times factors of the forward's
+# values, computed for all steps before the reverse loop, which is only
+#   d = dy + dh,  dc = dc + d * o (1 - tanh(c)^2),  dh_prev = (P * [dc, dc, dc, d]) @ W^T,
+#   dc_prev = dc * f.
+
+# tanh(s a) for the gates on axis 1: sigmoid for i, f, o. (numpy: importing creates no array.)
+_LSTM_SCALE = np.array([0.5, 0.5, 1.0, 0.5], np.float32)[:, None]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
@@ -154,44 +166,44 @@ def _lstm_fwd(xp, carry, W, dtype, unroll):
     def step(carry, xp_t):
         c, h = carry
         a = (xp_t + matmul(h, W_c, dtype)).reshape(-1, 4, H)  # gates on axis 1
-        i, f, o = (sigmoid(a[:, k]) for k in (0, 1, 3))
-        g = jnp.tanh(a[:, 2])
-        c = f * c + i * g
-        tc = jnp.tanh(c)
-        h = o * tc
-        return (c, h), (h, c, jnp.stack([i, f, g, o, tc], axis=1))
+        t = jnp.tanh(a * _LSTM_SCALE)  # one tanh for all four gates
+        i, f, o = (0.5 * t[:, k] + 0.5 for k in (0, 1, 3))
+        c = f * c + i * t[:, 2]
+        h = o * jnp.tanh(c)
+        return (c, h), (h, c, t)
 
-    (c_last, h_last), (hs, cs, acts) = jax.lax.scan(step, (c0, h0), xp, unroll=unroll)
-    return ((c_last, h_last), hs), (c0, h0, hs, cs, acts, W)
+    (c_last, h_last), (hs, cs, ts) = jax.lax.scan(step, (c0, h0), xp, unroll=unroll)
+    return ((c_last, h_last), hs), (c0, h0, hs, cs, ts, W)
 
 
 def _lstm_bwd(dtype, unroll, residuals, cotangents):
-    c0, h0, hs, cs, acts, W = residuals
+    c0, h0, hs, cs, ts, W = residuals
     (dc_last, dh_last), d_hs = cotangents
-    H = h0.shape[-1]
-    W_T = W.T.astype(dtype)
+    T, B, H = hs.shape
+    W_T = W.T.astype(dtype)  # transposed once, outside the loop
+    i, f, o = (0.5 * ts[:, :, k] + 0.5 for k in (0, 1, 3))
+    g = ts[:, :, 2]
+    tc = jnp.tanh(cs)
     c_prev = jnp.concatenate([c0[None], cs[:-1]], axis=0)
+    # d(pre-activation) / dc for i, f, g and / dh' for o: [T, B, 4, H]
+    P = jnp.stack(
+        [g * i * (1.0 - i), c_prev * f * (1.0 - f), i * (1.0 - g * g), tc * o * (1.0 - o)], axis=2
+    )
+    Q = o * (1.0 - tc * tc)  # dc' / dh'
+    is_o = jnp.arange(4)[:, None] == 3
 
     def step(carry, inputs):
         dh, dc = carry
-        dy, a, cp = inputs
-        i, f, g, o, tc = (a[:, k] for k in range(5))
+        dy, P_t, Q_t, f_t = inputs
         d = dy + dh
-        dc = dc + d * o * (1.0 - tc * tc)
-        da = jnp.stack(
-            [
-                dc * g * i * (1.0 - i),
-                dc * cp * f * (1.0 - f),
-                dc * i * (1.0 - g * g),
-                d * tc * o * (1.0 - o),
-            ],
-            axis=1,
-        ).reshape(-1, 4 * H)
-        return (matmul(da, W_T, dtype), dc * f), da
+        dc = dc + d * Q_t
+        da = (P_t * jnp.where(is_o, d[:, None], dc[:, None])).reshape(B, 4 * H)
+        return (matmul(da, W_T, dtype), dc * f_t), (d, dc)
 
-    (dh0, dc0), dxp = jax.lax.scan(
-        step, (dh_last, dc_last), (d_hs, acts, c_prev), reverse=True, unroll=unroll
+    (dh0, dc0), (D, DC) = jax.lax.scan(
+        step, (dh_last, dc_last), (d_hs, P, Q, f), reverse=True, unroll=unroll
     )
+    dxp = (P * jnp.where(is_o, D[:, :, None], DC[:, :, None])).reshape(T, B, 4 * H)
     return dxp, (dc0, dh0), _weight_grad(h0, hs, dxp, dtype)
 
 
