@@ -80,8 +80,9 @@ class _FastLayer(nn.Module):
             n_in, init = self._in_features(inputs), self.kernel_init
         return _Dense(n_in, self.features, use_bias, init, self.bias_init, name=name)()
 
-    def _gates(self, names: str, inputs: jax.Array | None, use_bias) -> tuple[jax.Array, list]:
-        """The named gates' kernels concatenated along the output axis, and their biases."""
+    def _gates(self, names, inputs: jax.Array | None, use_bias) -> tuple[jax.Array, list]:
+        """The named gates' kernels concatenated along the output axis, and their biases
+        (`use_bias`: True, False, or the names that have one)."""
         pairs = [
             self._dense(
                 prefix, inputs, use_bias if isinstance(use_bias, bool) else prefix in use_bias
