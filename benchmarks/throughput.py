@@ -182,7 +182,7 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def compare_torch(args) -> dict:
+def compare_torch(args, vocab_size: int) -> dict:
     """A B A B ...: ours and the PyTorch baseline for every row, each a fresh process, same
     epochs; PyTorch runs once per (cell, layers) and round, shared by our dtypes."""
     common = [f"--epochs={args.compare_epochs}", f"--hidden={args.hidden}"]
@@ -207,7 +207,11 @@ def compare_torch(args) -> dict:
     rows = []
     for cell, layers, dtype in COMPARE_ROWS:
         a, b = ours[cell, layers, dtype], theirs[cell, layers]
-        gflops = statistics.median(a) * train_flops_per_token(cell, layers, args.hidden, 28) / 1e9
+        gflops = (
+            statistics.median(a)
+            * train_flops_per_token(cell, layers, args.hidden, vocab_size)
+            / 1e9
+        )
         rows.append(
             {
                 "cell": cell,
@@ -346,7 +350,7 @@ def main():
             flush=True,
         )
     if args.compare_torch:
-        results["compare_torch"] = compare_torch(args)
+        results["compare_torch"] = compare_torch(args, len(vocab))
         print_compare_table(results["compare_torch"])
     results["peak_rss_mib"] = peak_rss_mib()
     print(f"peak resident memory: {results['peak_rss_mib']:.0f} MiB")

@@ -37,9 +37,13 @@ def sigmoid(x: jax.Array) -> jax.Array:
     return 0.5 * jnp.tanh(0.5 * x) + 0.5
 
 
-def _weight_grad(h0: jax.Array, hs: jax.Array, G: jax.Array, dtype: Any) -> jax.Array:
+def _previous(h0: jax.Array, hs: jax.Array) -> jax.Array:
+    """`h_{t-1}` for every step: `[h0, hs[:-1]]`, `[T, B, H]`."""
+    return jnp.concatenate([h0[None], hs[:-1]], axis=0)
+
+
+def _weight_grad(h_prev: jax.Array, G: jax.Array, dtype: Any) -> jax.Array:
     """`sum_t h_{t-1}^T G_t` as one `[H, T*B] @ [T*B, kH]` matmul."""
-    h_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0)
     return matmul(h_prev.reshape(-1, h_prev.shape[-1]).T, G.reshape(-1, G.shape[-1]), dtype)
 
 
@@ -74,7 +78,7 @@ def _tanh_bwd(dtype, unroll, residuals, cotangents):
         return matmul(g, W_T, dtype), g
 
     dh0, G = jax.lax.scan(step, d_last, (d_hs, hs), reverse=True, unroll=unroll)
-    return G, dh0, _weight_grad(h0, hs, G, dtype)
+    return G, dh0, _weight_grad(_previous(h0, hs), G, dtype)
 
 
 tanh_rnn.defvjp(_tanh_fwd, _tanh_bwd)
@@ -118,7 +122,7 @@ def _gru_bwd(dtype, unroll, residuals, cotangents):
     T, B, H = hs.shape
     W_T = W.T.astype(dtype)  # transposed once, outside the loop
     r, z, n, un = (acts[:, :, k] for k in range(4))
-    h_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0)
+    h_prev = _previous(h0, hs)
     dn = (1.0 - z) * (1.0 - n * n)  # d(xn + r * un) / dh'
     dr = dn * un * r * (1.0 - r)
     dz = (h_prev - n) * z * (1.0 - z)
@@ -133,7 +137,7 @@ def _gru_bwd(dtype, unroll, residuals, cotangents):
     dh0, D = jax.lax.scan(step, d_last, (d_hs, U, z), reverse=True, unroll=unroll)
     dU = (U * D[:, :, None]).reshape(T, B, 3 * H)
     dxp = jnp.concatenate([dU[..., : 2 * H], (dn * D)], axis=-1)
-    return dxp, dh0, _weight_grad(h0, hs, dU, dtype), dU[..., 2 * H :].sum(axis=(0, 1))
+    return dxp, dh0, _weight_grad(h_prev, dU, dtype), dU[..., 2 * H :].sum(axis=(0, 1))
 
 
 gru.defvjp(_gru_fwd, _gru_bwd)
@@ -184,7 +188,7 @@ def _lstm_bwd(dtype, unroll, residuals, cotangents):
     i, f, o = (0.5 * ts[:, :, k] + 0.5 for k in (0, 1, 3))
     g = ts[:, :, 2]
     tc = jnp.tanh(cs)
-    c_prev = jnp.concatenate([c0[None], cs[:-1]], axis=0)
+    c_prev = _previous(c0, cs)
     # d(pre-activation) / dc for i, f, g and / dh' for o: [T, B, 4, H]
     P = jnp.stack(
         [g * i * (1.0 - i), c_prev * f * (1.0 - f), i * (1.0 - g * g), tc * o * (1.0 - o)], axis=2
@@ -204,7 +208,7 @@ def _lstm_bwd(dtype, unroll, residuals, cotangents):
         step, (dh_last, dc_last), (d_hs, P, Q, f), reverse=True, unroll=unroll
     )
     dxp = (P * jnp.where(is_o, D[:, :, None], DC[:, :, None])).reshape(T, B, 4 * H)
-    return dxp, (dc0, dh0), _weight_grad(h0, hs, dxp, dtype)
+    return dxp, (dc0, dh0), _weight_grad(_previous(h0, hs), dxp, dtype)
 
 
 lstm.defvjp(_lstm_fwd, _lstm_bwd)
