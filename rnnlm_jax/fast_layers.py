@@ -13,7 +13,9 @@ out differently:
 
 Call as `(carry, inputs) -> (carry, hs)`: `inputs` are int ids `[T, B]` (needs
 `vocab_size`) or floats `[T, B, D]`, time-major; `hs` is float32 `[T, B, H]`; the carry is
-`h [B, H]` (LSTM: flax's pair `(c, h)`).
+`h [B, H]` (LSTM: flax's pair `(c, h)`; with `return_cell_states` its outputs are `(cs, hs)`).
+Forward-mode autodiff (`jax.jvp`, `jax.jacfwd`) cannot go through a hand-written backward pass:
+it fails with a message pointing to flax's cells (`RNNLayer(custom_vjp=False)`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,24 @@ class _Dense(nn.Module):
         kernel = self.param("kernel", self.kernel_init, (self.in_features, self.features))
         bias = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
         return kernel, bias
+
+
+FORWARD_MODE_HINT = (
+    "rnnlm_jax's fast recurrent layers have a hand-written backward pass (jax.custom_vjp), "
+    "which forward-mode autodiff (jax.jvp, jax.jacfwd, jax.hessian) cannot go through; "
+    "build the layer or model with custom_vjp=False (flax's cells under nn.scan, the same "
+    "parameters) for forward mode"
+)
+
+
+def _time_loop(fn, *args):
+    """`fn(*args)`, with forward-mode autodiff's error explained in one line."""
+    try:
+        return fn(*args)
+    except TypeError as e:
+        if "forward-mode" not in str(e):
+            raise
+        raise TypeError(FORWARD_MODE_HINT) from None
 
 
 def project_inputs(inputs: jax.Array, W_x: jax.Array, b: jax.Array, dtype: Any) -> jax.Array:
@@ -100,7 +120,8 @@ class FastRNN(_FastLayer):
         W_x, (b,) = self._gates(("i",), inputs, True)
         W_h, _ = self._gates(("h",), None, False)
         xp = project_inputs(inputs, W_x, b, self.dtype)
-        return recurrences.tanh_rnn(xp, h0.astype(jnp.float32), W_h, self.dtype, self.unroll)
+        h0 = h0.astype(jnp.float32)
+        return _time_loop(recurrences.tanh_rnn, xp, h0, W_h, self.dtype, self.unroll)
 
 
 class FastGRU(_FastLayer):
@@ -111,11 +132,17 @@ class FastGRU(_FastLayer):
         W_x, b_x = self._gates(("ir", "iz", "in"), inputs, True)
         W_h, (_, _, b_hn) = self._gates(("hr", "hz", "hn"), None, ("hn",))
         xp = project_inputs(inputs, W_x, jnp.concatenate(b_x), self.dtype)
-        return recurrences.gru(xp, h0.astype(jnp.float32), W_h, b_hn, self.dtype, self.unroll)
+        h0 = h0.astype(jnp.float32)
+        return _time_loop(recurrences.gru, xp, h0, W_h, b_hn, self.dtype, self.unroll)
 
 
 class FastLSTM(_FastLayer):
-    """flax's `nn.LSTMCell` over a sequence (`ii, if, ig, io`; `hi, hf, hg, ho` with biases)."""
+    """flax's `nn.LSTMCell` over a sequence (`ii, if, ig, io`; `hi, hf, hg, ho` with biases).
+
+    `return_cell_states`: the outputs are `(cs, hs)`, the carry at every step, not only `hs`.
+    """
+
+    return_cell_states: bool = False
 
     @nn.compact
     def __call__(self, carry, inputs: jax.Array):
@@ -123,7 +150,8 @@ class FastLSTM(_FastLayer):
         W_h, b_h = self._gates(("hi", "hf", "hg", "ho"), None, True)
         xp = project_inputs(inputs, W_x, jnp.concatenate(b_h), self.dtype)
         carry = jax.tree.map(lambda s: s.astype(jnp.float32), tuple(carry))
-        return recurrences.lstm(xp, carry, W_h, self.dtype, self.unroll)
+        carry, (cs, hs) = _time_loop(recurrences.lstm, xp, carry, W_h, self.dtype, self.unroll)
+        return carry, ((cs, hs) if self.return_cell_states else hs)
 
 
 FAST_LAYERS = {"rnn": FastRNN, "gru": FastGRU, "lstm": FastLSTM}

@@ -13,7 +13,9 @@ carry); the gate order inside the fused `k*H` axis is flax's names in order: `r,
 GRU, `i, f, g, o` for the LSTM. `dtype` is the dtype of the matmul operands (bfloat16 or
 float32); carries, gates and accumulation stay float32.
 
-All functions take `(…, unroll)` static arguments last and return `(final carry, hs [T, B, H])`.
+All functions take `(…, unroll)` static arguments last and return `(final carry, hs [T, B, H])`;
+the LSTM's sequence is the carry at every step, `(cs, hs)`, so its cell state over time is
+reachable too.
 """
 
 from __future__ import annotations
@@ -148,7 +150,7 @@ gru.defvjp(_gru_fwd, _gru_bwd)
 #   h' = o * tanh(c')
 # As for the GRU, the gate gradients are `dc` (i, f, g) or `d` (o) times factors of the forward's
 # values, computed for all steps before the reverse loop, which is only
-#   d = dy + dh,  dc = dc + d * o (1 - tanh(c)^2),  dh_prev = (P * [dc, dc, dc, d]) @ W^T,
+#   d = dy + dh,  dc = dc + dcy + d * o (1 - tanh(c)^2),  dh_prev = (P * [dc, dc, dc, d]) @ W^T,
 #   dc_prev = dc * f.
 
 # tanh(s a) for the gates on axis 1: sigmoid for i, f, o. (numpy: importing creates no array.)
@@ -158,7 +160,8 @@ _LSTM_SCALE = np.array([0.5, 0.5, 1.0, 0.5], np.float32)[:, None]
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
 def lstm(xp, carry, W, dtype=jnp.float32, unroll=1):
     """LSTM layer. `xp [T, B, 4H]` (i, f, g, o; biases included), `carry = (c0, h0)` each
-    `[B, H]`, `W [H, 4H]` -> `((c_T, h_T), hs [T, B, H])`."""
+    `[B, H]`, `W [H, 4H]` -> `((c_T, h_T), (cs, hs))`, the cell and hidden states of every
+    step, each `[T, B, H]`."""
     return _lstm_fwd(xp, carry, W, dtype, unroll)[0]
 
 
@@ -177,12 +180,12 @@ def _lstm_fwd(xp, carry, W, dtype, unroll):
         return (c, h), (h, c, t)
 
     (c_last, h_last), (hs, cs, ts) = jax.lax.scan(step, (c0, h0), xp, unroll=unroll)
-    return ((c_last, h_last), hs), (c0, h0, hs, cs, ts, W)
+    return ((c_last, h_last), (cs, hs)), (c0, h0, hs, cs, ts, W)
 
 
 def _lstm_bwd(dtype, unroll, residuals, cotangents):
     c0, h0, hs, cs, ts, W = residuals
-    (dc_last, dh_last), d_hs = cotangents
+    (dc_last, dh_last), (d_cs, d_hs) = cotangents
     T, B, H = hs.shape
     W_T = W.T.astype(dtype)  # transposed once, outside the loop
     i, f, o = (0.5 * ts[:, :, k] + 0.5 for k in (0, 1, 3))
@@ -198,14 +201,14 @@ def _lstm_bwd(dtype, unroll, residuals, cotangents):
 
     def step(carry, inputs):
         dh, dc = carry
-        dy, P_t, Q_t, f_t = inputs
+        dy, dcy, P_t, Q_t, f_t = inputs
         d = dy + dh
-        dc = dc + d * Q_t
+        dc = dc + dcy + d * Q_t
         da = (P_t * jnp.where(is_o, d[:, None], dc[:, None])).reshape(B, 4 * H)
         return (matmul(da, W_T, dtype), dc * f_t), (d, dc)
 
     (dh0, dc0), (D, DC) = jax.lax.scan(
-        step, (dh_last, dc_last), (d_hs, P, Q, f), reverse=True, unroll=unroll
+        step, (dh_last, dc_last), (d_hs, d_cs, P, Q, f), reverse=True, unroll=unroll
     )
     dxp = (P * jnp.where(is_o, D[:, :, None], DC[:, :, None])).reshape(T, B, 4 * H)
     return dxp, (dc0, dh0), _weight_grad(_previous(h0, hs), dxp, dtype)

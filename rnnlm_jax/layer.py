@@ -1,0 +1,268 @@
+"""`RNNLayer`: a stack of recurrent layers over a sequence, in either layout, with variable
+lengths, one or two directions and any flax cell.
+
+Shapes (T = steps, B = batch, D = input features, H = num_hiddens, L = num_layers,
+K = 2 if bidirectional else 1):
+  inputs `[T, B, D]` (or int ids `[T, B]` standing for their one-hot) with `time_major=True`,
+  the default as in PyTorch and the book; `[B, T, D]` / `[B, T]` with `time_major=False`
+  -> outputs `[T, B, K*H]` / `[B, T, K*H]`, both directions concatenated (forward first);
+  the state `[L*K, B, H]` (LSTM: flax's pair `(c, h)` of them), row `l*K + k` for layer l and
+  direction k, PyTorch's `h_n` order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax.linen.recurrent import flip_sequences
+
+from rnnlm_jax.fast_layers import FAST_LAYERS, CudnnLSTM, resolve_lstm_impl
+from rnnlm_jax.initializers import initializers
+
+CELLS = {"rnn": nn.SimpleCell, "gru": nn.GRUCell, "lstm": nn.LSTMCell}
+
+State = Any  # jax.Array [L*K, B, H], a pair of them for the LSTM, or another cell's carry tree
+
+
+def zero_state(cell: str, num_layers: int, batch_size: int, num_hiddens: int) -> State:
+    """Zeros `[L, B, H]`; for the LSTM a pair `(c, h)` of them, in flax's order."""
+    h = jnp.zeros((num_layers, batch_size, num_hiddens), jnp.float32)
+    return (h, h) if cell == "lstm" else h
+
+
+def make_cell(cell: Callable, features: int, inits: dict, dtype: Any, name: str) -> nn.Module:
+    """`cell(features=..., name=...)`, also given the layer's initializers and dtype where
+    the cell has fields of those names and a `functools.partial` did not set them."""
+    cls = cell.func if isinstance(cell, functools.partial) else cell
+    fields = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+    given = cell.keywords if isinstance(cell, functools.partial) else {}
+    extra = {k: v for k, v in {**inits, "dtype": dtype}.items() if k in fields and k not in given}
+    return cell(features=features, name=name, **extra)
+
+
+def _scan_cell(cell: nn.Module, carry, inputs: jax.Array, unroll: int, need_carries: bool):
+    """flax's cell under `nn.scan` over time-major inputs: `(carry, ys, carries or None)`."""
+
+    def body(cell, carry, x):
+        carry, y = cell(carry, x)
+        return carry, ((carry, y) if need_carries else y)
+
+    scan = nn.scan(
+        body,
+        variable_broadcast="params",
+        split_rngs={"params": False},
+        in_axes=0,
+        out_axes=0,
+        unroll=unroll,
+    )
+    carry, out = scan(cell, carry, inputs)
+    return (carry, out[1], out[0]) if need_carries else (carry, out, None)
+
+
+def _mask(x: jax.Array, mask: jax.Array) -> jax.Array:
+    """Zeros where `mask [T, B]` is False (the steps past each sequence's end)."""
+    return jnp.where(mask.reshape(mask.shape + (1,) * (x.ndim - 2)), x, 0)
+
+
+def _last_valid(carries, seq_lengths: jax.Array, initial):
+    """Each sequence's carry at its last valid step (`initial` for an empty one)."""
+    B = seq_lengths.shape[0]
+    idx = jnp.maximum(seq_lengths - 1, 0)
+
+    def pick(seq, init):
+        last = seq[idx, jnp.arange(B)]
+        keep = (seq_lengths > 0).reshape((B,) + (1,) * (last.ndim - 1))
+        return jnp.where(keep, last, init)
+
+    return jax.tree.map(pick, carries, initial)
+
+
+def _flip(x, seq_lengths: jax.Array | None):
+    """Reverses each sequence within its length (padding stays at the end), time-major."""
+    return jax.tree.map(lambda a: flip_sequences(a, seq_lengths, 1, time_major=True), x)
+
+
+class RNNLayer(nn.Module):
+    """A stack of `num_layers` recurrent layers; see the module docstring for shapes.
+
+    Attributes:
+      cell: `rnn` (h = tanh(x W_xh + h W_hh + b)), `gru` or `lstm` (flax's `SimpleCell`,
+        `GRUCell`, `LSTMCell` parameters, run by the fast layers), or any flax recurrent
+        cell class (e.g. `nn.OptimizedLSTMCell`, your own `nn.RNNCellBase`), or a
+        `functools.partial` of one: called with `features=num_hiddens` (and the layer's
+        initializers and dtype where it has those fields), run under `nn.scan`.
+      num_hiddens: H, the width of every layer (each direction).
+      num_layers: L; the output sequence of layer l is the input of layer l+1.
+      vocab_size: V, needed when the inputs are token ids (they stand for their one-hot).
+      bidirectional: a second, reversed pass per layer (parameters `layer_{l}_reverse`),
+        its outputs concatenated after the forward ones (flax's `nn.Bidirectional`).
+      time_major: inputs and outputs `[T, B, ...]` (default) or `[B, T, ...]` (False).
+      initializer, init_scale: see `initializers.initializers`.
+      custom_vjp: for the three named cells, the fast layers of `fast_layers` (input
+        projection out of the time loop, one fused matmul per step, hand-written backward
+        pass); False runs flax's cells under `nn.scan` and `jax.grad` (same parameters, same
+        results to float tolerance; needed for forward-mode autodiff such as `jax.jvp`).
+      lstm_impl: for `lstm`: `scan` (the above), `cudnn` (`fast_layers.CudnnLSTM`, one
+        cuDNN call per layer and direction; CUDA only; without `seq_lengths` and
+        `return_all_layers`, which use `scan`) or `auto` (cuDNN on a CUDA device with
+        float32 matmuls, else `scan`). Same parameters either way.
+      dropout: rate of dropout on each layer's outputs but the last (as PyTorch's
+        `nn.RNN(dropout=...)`); an independent mask per layer, time step, sequence and unit.
+      unroll: time steps per loop iteration of the compiled scan.
+      dtype: dtype of the matmul operands; parameters, carries and sums stay float32.
+    """
+
+    cell: str | Callable = "rnn"
+    num_hiddens: int = 256
+    num_layers: int = 1
+    vocab_size: int | None = None
+    dropout: float = 0.0
+    initializer: str = "normal"
+    init_scale: float = 0.01
+    custom_vjp: bool = True
+    unroll: int = 1
+    dtype: Any = jnp.float32
+    lstm_impl: str = "auto"
+    bidirectional: bool = False
+    time_major: bool = True
+
+    @nn.compact
+    def __call__(
+        self,
+        inputs: jax.Array,
+        state: State | None = None,
+        deterministic: bool = True,
+        *,
+        seq_lengths: jax.Array | None = None,
+        return_all_layers: bool = False,
+    ) -> tuple[Any, State]:
+        """Runs the stack over a batch of sequences.
+
+        Args:
+          inputs: float `[T, B, D]` or int ids `[T, B]` (time-major), or `[B, T, D]` /
+            `[B, T]` with `time_major=False`.
+          state: the initial state `[L*K, B, H]` (LSTM: a pair `(c, h)`), e.g.
+            `begin_state(B)`; None starts from zeros.
+          deterministic: False applies dropout (needs the `dropout` rng).
+          seq_lengths: int `[B]`, the number of valid steps of each right-padded sequence:
+            outputs past a sequence's end are zero and the final state is its state at its
+            last valid step (the initial state for length 0); the reverse direction reads
+            each sequence backwards from its last valid step.
+          return_all_layers: return every layer's sequence instead of the last layer's.
+
+        Returns:
+          `(outputs, state)`: the last layer's hidden states `[T, B, K*H]` (float32;
+          `[B, T, K*H]` with `time_major=False`) and the final state, shaped like `state`.
+          With `return_all_layers`, outputs is every layer's carry at every step, stacked,
+          `[L, T, B, K*H]` (LSTM: a pair `(cs, hs)` of them, the cell states over time too).
+        """
+        named = isinstance(self.cell, str)
+        if named and self.cell not in CELLS:
+            raise ValueError(f"unknown cell {self.cell!r}; expected one of {tuple(CELLS)}")
+        if inputs.ndim < 2:
+            raise ValueError(f"RNNLayer: inputs of shape {inputs.shape} lack time and batch axes")
+        x = inputs if self.time_major else jnp.swapaxes(inputs, 0, 1)
+        T, B = x.shape[:2]
+        self._check(inputs.shape, B, state, seq_lengths)
+        mask = None if seq_lengths is None else jnp.arange(T)[:, None] < seq_lengths[None, :]
+        need_carries = seq_lengths is not None or return_all_layers
+        directions = 2 if self.bidirectional else 1
+        layers, final = [], []
+        for layer in range(self.num_layers):
+            if layer > 0 and self.dropout > 0:
+                # One mask element per (t, b, unit): outside the scan, so no rng splitting.
+                x = nn.Dropout(self.dropout, name=f"dropout_{layer}")(
+                    x, deterministic=deterministic
+                )
+            ys, seqs = [], []
+            for k in range(directions):
+                name = f"layer_{layer}" + ("_reverse" if k else "")
+                index = layer * directions + k
+                carry0 = None if state is None else jax.tree.map(lambda s, i=index: s[i], state)
+                xk = _flip(x, seq_lengths) if k else x
+                carry, y, carries = self._direction(name, carry0, xk, B, need_carries)
+                if seq_lengths is not None:
+                    initial = carry0 if carry0 is not None else jax.tree.map(jnp.zeros_like, carry)
+                    carry = _last_valid(carries, seq_lengths, initial)
+                    y = _mask(y, mask)
+                    carries = jax.tree.map(lambda c: _mask(c, mask), carries)
+                if k:
+                    y, carries = _flip((y, carries), seq_lengths)
+                ys.append(y)
+                seqs.append(carries)
+                final.append(carry)
+            x = jnp.concatenate(ys, axis=-1) if directions == 2 else ys[0]
+            if return_all_layers:
+                layers.append(jax.tree.map(lambda *c: jnp.concatenate(c, axis=-1), *seqs))
+        state = jax.tree.map(lambda *s: jnp.stack(s), *final)
+        if return_all_layers:
+            outputs = jax.tree.map(lambda *s: jnp.stack(s), *layers)  # [L, T, B, ...]
+            if not self.time_major:
+                outputs = jax.tree.map(lambda a: jnp.swapaxes(a, 1, 2), outputs)
+            return outputs, state
+        return (x if self.time_major else jnp.swapaxes(x, 0, 1)), state
+
+    def _direction(self, name: str, carry, x: jax.Array, batch_size: int, need_carries: bool):
+        """One layer in one direction over time-major `x`: `(carry, ys, carries or None)`,
+        where `carries` is the carry at every step (computed only if `need_carries`)."""
+        inits = initializers(self.initializer, self.init_scale, self.num_hiddens)
+        H = self.num_hiddens
+        if isinstance(self.cell, str) and self.custom_vjp:
+            if carry is None:
+                carry = jax.tree.map(lambda s: s[0], zero_state(self.cell, 1, batch_size, H))
+            if self.cell == "lstm":
+                impl = resolve_lstm_impl(self.lstm_impl, self.dtype)
+                if impl == "cudnn" and not need_carries:
+                    carry, ys = CudnnLSTM(H, self.vocab_size, name=name, **inits)(carry, x)
+                    return carry, ys, None
+            lstm = {"return_cell_states": True} if self.cell == "lstm" else {}
+            layer = FAST_LAYERS[self.cell](
+                H, self.vocab_size, unroll=self.unroll, dtype=self.dtype, name=name, **inits, **lstm
+            )
+            carry, seq = layer(carry, x)  # seq: hs, or the LSTM's (cs, hs)
+            return carry, (seq[1] if lstm else seq), seq
+        cell_cls = CELLS[self.cell] if isinstance(self.cell, str) else self.cell
+        cell = make_cell(cell_cls, H, inits, self.dtype, name)
+        if jnp.issubdtype(x.dtype, jnp.integer):
+            if self.vocab_size is None:
+                raise ValueError("token-id inputs need the layer's vocab_size")
+            x = jax.nn.one_hot(x, self.vocab_size, dtype=self.dtype)
+        if carry is None:
+            carry = jax.tree.map(
+                jnp.zeros_like, cell.initialize_carry(jax.random.key(0), x.shape[1:])
+            )
+        return _scan_cell(cell, carry, x, self.unroll, need_carries)
+
+    def _check(self, shape, batch_size: int, state, seq_lengths) -> None:
+        """One-line errors for a state or `seq_lengths` that does not fit the inputs."""
+        layout = "[T, B, ...] (time_major=True)" if self.time_major else "[B, T, ...]"
+        rows = self.num_layers * (2 if self.bidirectional else 1)
+        for leaf in jax.tree.leaves(state):
+            if leaf.ndim < 2 or leaf.shape[0] != rows or leaf.shape[1] != batch_size:
+                raise ValueError(
+                    f"RNNLayer: the state has shape {tuple(leaf.shape)} but inputs of shape "
+                    f"{tuple(shape)}, read as {layout}, need [{rows}, {batch_size}, ...] "
+                    f"(layers x directions, batch); is time_major={self.time_major} right?"
+                )
+        if seq_lengths is not None and tuple(seq_lengths.shape) != (batch_size,):
+            raise ValueError(
+                f"RNNLayer: seq_lengths has shape {tuple(seq_lengths.shape)} but inputs of shape "
+                f"{tuple(shape)}, read as {layout}, have batch size {batch_size}"
+            )
+
+    @nn.nowrap
+    def begin_state(self, batch_size: int) -> State:
+        """Zeros `[L*K, B, H]` (the LSTM: a pair `(c, h)`); for another cell class, its
+        `initialize_carry` for inputs of width H, zeroed and stacked."""
+        rows = self.num_layers * (2 if self.bidirectional else 1)
+        if isinstance(self.cell, str):
+            return zero_state(self.cell, rows, batch_size, self.num_hiddens)
+        cell = make_cell(self.cell, self.num_hiddens, {}, self.dtype, None)
+        carry = cell.initialize_carry(jax.random.key(0), (batch_size, self.num_hiddens))
+        return jax.tree.map(lambda c: jnp.zeros((rows, *c.shape), c.dtype), carry)
