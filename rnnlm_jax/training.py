@@ -5,27 +5,47 @@ gradients clipped to global L2 norm `clip`, plain SGD with rate `lr`, one
 step per minibatch; the hidden state starts at zero each epoch (each batch
 under random partitioning) and is otherwise carried over with its gradient
 stopped at the batch boundary.
+
+The model contract. Any flax module trains here (`create_train_state`, `train_step`,
+`train_epoch`, `evaluate`) if it has
+  * `begin_state(batch_size)`: the state a batch of sequences starts from (any pytree);
+  * `__call__(tokens, state, deterministic=True) -> (logits, state)`, `tokens` int `[B, T]`,
+    with `deterministic=False` in training (dropout draws from the `dropout` rng);
+  * `logits_layout`, a class attribute stating the logits' layout, never guessed from shapes:
+    `"batch_major"`: `[B, T, V]`; `"time_major"`: `[T * B, V]`, row `t * B + b` for step t
+    of sequence b (`RNNModel`, the book's).
+`create_train_state` checks all three on its first call (one abstract forward pass) and
+raises a one-line `ValueError` naming what is missing; the loss checks the logits' shape
+against the stated layout when it is traced.
 """
 
 from __future__ import annotations
+
+import inspect
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+from flax import struct
 from flax.training import train_state
 
 from rnnlm_jax.models import RNNModel, State
 
+LOGITS_LAYOUTS = ("batch_major", "time_major")
+
 
 class TrainState(train_state.TrainState):
-    """flax's train state (params, optimizer state, step) plus the dropout key.
+    """flax's train state (params, optimizer state, step) plus the dropout key and the
+    model's logits layout.
 
     `dropout_key` is raw key data (uint32 `[2]`, so Orbax can save it); step t draws its
     dropout masks from `fold_in(dropout_key, t)`, so a resumed run draws the same ones.
+    `logits_layout` (static) is the model's, see the module docstring.
     """
 
     dropout_key: jax.Array
+    logits_layout: str = struct.field(pytree_node=False)
 
 
 def make_optimizer(lr: float, clip: float) -> optax.GradientTransformation:
@@ -33,17 +53,75 @@ def make_optimizer(lr: float, clip: float) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(clip), optax.sgd(lr))
 
 
+def _contract_error(model, problem: str) -> ValueError:
+    return ValueError(
+        f"{type(model).__name__} does not follow rnnlm_jax's model contract: {problem} "
+        "(see rnnlm_jax.training's docstring)"
+    )
+
+
+def check_model(model) -> str:
+    """The model's stated `logits_layout`; a one-line `ValueError` if it states none or its
+    `begin_state` or `deterministic` argument is missing."""
+    layout = getattr(model, "logits_layout", None)
+    if layout not in LOGITS_LAYOUTS:
+        raise _contract_error(
+            model,
+            f"logits_layout is {layout!r}; give the class logits_layout = 'batch_major' "
+            "(logits [B, T, V]) or 'time_major' (logits [T * B, V], row t * B + b)",
+        )
+    if not callable(getattr(model, "begin_state", None)):
+        raise _contract_error(model, "it has no begin_state(batch_size) method")
+    params = inspect.signature(type(model).__call__).parameters
+    if "deterministic" not in params and not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        raise _contract_error(
+            model, "its __call__(tokens, state, deterministic=True) takes no deterministic"
+        )
+    return layout
+
+
+def check_logits(logits, layout: str, batch_size: int, num_steps: int) -> None:
+    """A one-line `ValueError` if `logits` are not shaped as `layout` says for `[B, T]`
+    tokens: `[B, T, V]` (batch_major) or `[T * B, V]` (time_major)."""
+    lead = (batch_size, num_steps) if layout == "batch_major" else (num_steps * batch_size,)
+    shape = tuple(getattr(logits, "shape", ()))
+    if len(shape) != len(lead) + 1 or shape[:-1] != lead:
+        want = "[B, T, V]" if layout == "batch_major" else "[T * B, V]"
+        raise ValueError(
+            f"the model states logits_layout={layout!r}, so for tokens [B, T] = "
+            f"[{batch_size}, {num_steps}] its logits must be {want}, but they are {list(shape)}"
+        )
+
+
 def create_train_state(
-    model: RNNModel, rng: jax.Array, lr: float, clip: float, batch_size: int, num_steps: int
+    model: RNNModel,
+    rng: jax.Array,
+    lr: float | None,
+    clip: float | None,
+    batch_size: int,
+    num_steps: int,
+    *,
+    tx: optax.GradientTransformation | None = None,
 ) -> TrainState:
-    """Initialises the model's parameters and the optimizer state; `step` starts at 0."""
+    """Initialises the model's parameters and the optimizer state; `step` starts at 0.
+
+    `tx`: any optax optimizer; by default (None) the book's clipped SGD, `lr` and `clip`.
+    Checks the model contract first (see the module docstring).
+    """
+    layout = check_model(model)
+    if tx is None:
+        if lr is None or clip is None:
+            raise ValueError("create_train_state needs lr and clip, or an optax tx")
+        tx = make_optimizer(lr, clip)
     tokens = jnp.zeros((batch_size, num_steps), jnp.int32)
-    params = model.init(rng, tokens, model.begin_state(batch_size))["params"]
+    (logits, _), variables = model.init_with_output(rng, tokens, model.begin_state(batch_size))
+    check_logits(logits, layout, batch_size, num_steps)
     return TrainState.create(
         apply_fn=model.apply,
-        params=params,
-        tx=make_optimizer(lr, clip),
+        params=variables["params"],
+        tx=tx,
         dropout_key=jax.random.key_data(jax.random.fold_in(rng, 1)),
+        logits_layout=layout,
     )
 
 
@@ -64,12 +142,20 @@ def abstract_train_state(model: RNNModel, config: ml_collections.ConfigDict) -> 
     return jax.eval_shape(lambda: initial_train_state(model, config))
 
 
-def loss_fn(params, apply_fn, carry: State, X: jax.Array, Y: jax.Array, dropout_rng=None):
+def loss_fn(
+    params,
+    apply_fn,
+    carry: State,
+    X: jax.Array,
+    Y: jax.Array,
+    dropout_rng=None,
+    logits_layout: str = "time_major",
+):
     """Mean cross-entropy of the logits for `X` against `Y` (both int `[B, T]`).
 
     With `dropout_rng` the model runs in training mode (dropout on); without, it is
-    deterministic. Returns `(mean_loss, final_state)`; targets are `Y.T` flattened to
-    match the time-major logits `[T * B, V]`.
+    deterministic. Returns `(mean_loss, final_state)`. The targets are `Y` for
+    `batch_major` logits `[B, T, V]`, and `Y.T` flattened for `time_major` ones `[T * B, V]`.
     """
     if dropout_rng is None:
         logits, carry = apply_fn({"params": params}, X, carry)
@@ -77,7 +163,9 @@ def loss_fn(params, apply_fn, carry: State, X: jax.Array, Y: jax.Array, dropout_
         logits, carry = apply_fn(
             {"params": params}, X, carry, deterministic=False, rngs={"dropout": dropout_rng}
         )
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, Y.T.reshape(-1))
+    check_logits(logits, logits_layout, *Y.shape)
+    targets = Y if logits_layout == "batch_major" else Y.T.reshape(-1)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
     return losses.mean(), carry
 
 
@@ -85,7 +173,9 @@ def _train_step(state: TrainState, carry: State, X: jax.Array, Y: jax.Array):
     carry = jax.lax.stop_gradient(carry)
     dropout_rng = jax.random.fold_in(jax.random.wrap_key_data(state.dropout_key), state.step)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    (loss, carry), grads = grad_fn(state.params, state.apply_fn, carry, X, Y, dropout_rng)
+    (loss, carry), grads = grad_fn(
+        state.params, state.apply_fn, carry, X, Y, dropout_rng, state.logits_layout
+    )
     state = state.apply_gradients(grads=grads)
     num_tokens = Y.size
     step_metrics = {
@@ -155,7 +245,9 @@ def evaluate(state: TrainState, X_all: jax.Array, Y_all: jax.Array, begin_state:
 
     def body(carry, batch):
         X, Y = batch
-        loss, carry = loss_fn(state.params, state.apply_fn, carry, X, Y)
+        loss, carry = loss_fn(
+            state.params, state.apply_fn, carry, X, Y, logits_layout=state.logits_layout
+        )
         return carry, loss * Y.size
 
     _, losses = jax.lax.scan(body, begin_state, (X_all, Y_all))
