@@ -1,14 +1,15 @@
-r"""Trains the Time Machine RNN language model described by a config file, or samples from a
-trained one.
+r"""Trains the Time Machine RNN language model described by a config file, or samples from or
+scores text with a trained one.
 
     python main.py --config=configs/timemachine.py [--workdir=runs/timemachine]
     python main.py --config=configs/timemachine.py:smoke --config.num_epochs=2
     python main.py --workdir=runs/timemachine --mode=sample --prefix="time traveller"
+    python main.py --workdir=runs/timemachine --mode=score --text="the time machine"
 
 This file is intentionally kept short: the logic is in `rnnlm_jax`, which research code and
 notebooks import. `--workdir` defaults to `runs/<config file stem>[_<variant>]`; running the
 same command again resumes from the workdir's latest checkpoint. `--mode=sample` (the seed's
-`is_train` off) needs only the workdir: no config, no data file.
+`is_train` off) and `--mode=score` need only the workdir: no config, no data file.
 """
 
 import sys
@@ -25,10 +26,10 @@ flags.DEFINE_string("workdir", None, "Where outputs go; default runs/<config>[_<
 flags.DEFINE_enum(
     "mode",
     "train",
-    ["train", "sample", "sweep", "summary", "population"],
-    "train (or resume); sample from a workdir; sweep: submit every trial of the config's "
-    "get_sweep(); summary: gather a sweep's final metrics; population: train the sweep's "
-    "trials at once, vmapped.",
+    ["train", "sample", "score", "sweep", "summary", "population"],
+    "train (or resume); sample from a workdir; score text under a workdir's model; sweep: "
+    "submit every trial of the config's get_sweep(); summary: gather a sweep's final "
+    "metrics; population: train the sweep's trials at once, vmapped.",
 )
 flags.DEFINE_integer("sweep_index", None, "Run trial i of the config's get_sweep().")
 flags.DEFINE_string("slurm_partition", None, "--mode=sweep: SLURM partition.")
@@ -43,6 +44,9 @@ flags.DEFINE_float("temperature", 0.0, "--mode=sample: 0 is greedy (the book); >
 flags.DEFINE_integer("top_k", 0, "--mode=sample: sample among the k likeliest tokens (0: all).")
 flags.DEFINE_integer("seed", 0, "--mode=sample: the sampling seed.")
 flags.DEFINE_integer("num_samples", 1, "--mode=sample: continuations, generated at once.")
+flags.DEFINE_string("text", None, "--mode=score: the text to score.")
+flags.DEFINE_string("text_file", None, "--mode=score: a UTF-8 file whose text to score.")
+flags.DEFINE_bool("per_token", False, "--mode=score: also print every token's log-prob.")
 flags.DEFINE_string("coordinator_address", None, "Multi-process: host:port of process 0.")
 flags.DEFINE_integer("num_processes", None, "Multi-process: how many processes in all.")
 flags.DEFINE_integer("process_id", None, "Multi-process: this process's index.")
@@ -60,6 +64,9 @@ def main(argv):
             num_samples=FLAGS.num_samples,
         )
         cli.run(lambda: cli.sample(FLAGS.workdir, FLAGS.prefix, FLAGS.num_preds, **sampling))
+        return
+    if FLAGS.mode == "score":
+        cli.run(lambda: cli.score(FLAGS.workdir, FLAGS.text, FLAGS.text_file, FLAGS.per_token))
         return
     if FLAGS.mode == "summary":
         cli.run(lambda: cli.summary(FLAGS.workdir))

@@ -2,7 +2,7 @@
 
 Layout of a workdir:
   config.json         the config that ran (ml_collections JSON)
-  vocab.json          the vocab's `idx_to_token` list
+  vocab.json          the vocab (`Vocab.save`: its tokens, token type and cleaning)
   checkpoints/<N>/    Orbax checkpoint after N epochs: `state` (params, optimizer state,
                       step) and `meta` (epoch, seed); the data order of every epoch is a
                       function of (seed, epoch), so nothing else is needed to resume exactly.
@@ -14,19 +14,32 @@ temporary folders it leaves are ignored and cleaned up at the next start.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+import logging
 from pathlib import Path
-from typing import Any
 
 import jax
 import ml_collections
-import orbax.checkpoint as ocp
 
 from rnnlm_jax.configuration import ConfigError, model_from_config
-from rnnlm_jax.data import Vocab
 from rnnlm_jax.models import RNNModel
 from rnnlm_jax.training import abstract_train_state
+from rnnlm_jax.vocab import Vocab
+
+
+def _import_orbax():
+    """`orbax.checkpoint`, leaving the user's logging set-up as it was: orbax logs through
+    absl while it is imported, and absl then calls `logging.basicConfig()` if the root
+    logger has no handler, after which the user's own `basicConfig(...)` does nothing."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    import orbax.checkpoint
+
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    return orbax.checkpoint
+
+
+ocp = _import_orbax()
 
 CHECKPOINT_DIR = "checkpoints"
 CONFIG_FILE = "config.json"
@@ -37,20 +50,6 @@ MODEL_FIELDS = ("cell", "num_hiddens", "num_layers", "token", "min_freq")
 
 class CheckpointError(Exception):
     """A workdir's checkpoint cannot be used; the message says why."""
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Writes JSON to a temporary file beside `path`, then renames it over `path`."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def make_manager(workdir: str | Path, max_to_keep: int | None = 3) -> ocp.CheckpointManager:
@@ -129,11 +128,16 @@ def read_config(workdir: str | Path) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
-def read_vocab(workdir: str | Path) -> Vocab:
+def read_vocab(workdir: str | Path, token: str = "char") -> Vocab:
+    """The workdir's vocab (`token`: the token type of a workdir written before the vocab
+    file said it)."""
     path = Path(workdir) / VOCAB_FILE
     if not path.is_file():
         raise CheckpointError(f"{path} is missing: is {workdir} a workdir of rnnlm_jax?")
-    return Vocab.from_tokens_list(json.loads(path.read_text()))
+    try:
+        return Vocab.load(path, token)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(str(e)) from None
 
 
 def check_compatible(saved: ml_collections.ConfigDict, config: ml_collections.ConfigDict):
@@ -167,7 +171,7 @@ def load_trained(workdir: str | Path, epoch: int | None = None):
     `epoch` picks a checkpoint (default: the latest).
     """
     config = read_config(workdir)
-    vocab = read_vocab(workdir)
+    vocab = read_vocab(workdir, config.get("token", "char"))
     try:
         model: RNNModel = model_from_config(config, len(vocab))
         state, _ = restore(workdir, abstract_train_state(model, config), epoch)

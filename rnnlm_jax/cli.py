@@ -1,5 +1,5 @@
-"""What `main.py` needs at the edge: flag parsing, the two modes, and errors as one line with
-an exit status (2: bad flags or config; 1: data, checkpoint or training errors)."""
+"""What `main.py` needs at the edge: flag parsing, the modes, and errors as one line with
+an exit status (2: bad flags, config or value; 1: data, checkpoint or training errors)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from absl import flags
 from ml_collections import config_flags
 
-from rnnlm_jax import generation, parallel, sine, sweeps
+from rnnlm_jax import generation, parallel, scoring, sine, sweeps
 from rnnlm_jax.checkpoints import CheckpointError, load_trained
 from rnnlm_jax.configuration import ConfigError
 from rnnlm_jax.data import DataError
@@ -44,7 +44,7 @@ def parse_flags(argv: list[str]) -> list[str]:
         fail(f"unknown config field {field!r}: the config file defines no such field", status=2)
     except Exception as e:
         fail(f"bad flags: {_last_line(e)}", status=2)
-    if flags.FLAGS.mode in ("sample", "summary"):
+    if flags.FLAGS.mode in ("sample", "summary", "score"):
         if not flags.FLAGS.workdir:
             fail(f"--mode={flags.FLAGS.mode} needs --workdir", status=2)
     elif flags.FLAGS["config"].value is None:
@@ -149,14 +149,38 @@ def sample(workdir: str, prefix: str, num_preds: int, **sampling) -> None:
     `sampling`: `temperature` (0: the book's greedy procedure), `top_k`, `seed`,
     `num_samples`; see `generation.sample`.
     """
-    model, params, vocab, config = load_trained(workdir)
+    model, params, vocab, _ = load_trained(workdir)
     try:
-        texts = generation.sample(
-            params, prefix, num_preds, vocab, model, token=config.token, **sampling
-        )
+        texts = generation.sample(params, prefix, num_preds, vocab, model, **sampling)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     print("\n".join(texts), flush=True)
+
+
+def score(workdir: str, text: str | None, text_file: str | None, per_token: bool) -> None:
+    """Prints the perplexity (and bits per character) of `text` or the file `text_file` under
+    the workdir's latest checkpoint; `per_token`: first each token and its log-probability."""
+    if (text is None) == (text_file is None):
+        raise ConfigError("--mode=score needs one of --text or --text_file")
+    if text_file is not None:
+        try:
+            text = Path(text_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(f"cannot read --text_file={text_file}: {_last_line(e)}") from None
+    model, params, vocab, _ = load_trained(workdir)
+    try:
+        result = scoring.score(model, params, vocab, text)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if per_token:
+        for tok, lp in zip(result.tokens[1:], result.log_probs):
+            print(f"{tok!r}\t{lp:.4f}")
+    bpc = result.bits_per_char
+    print(
+        f"perplexity {result.perplexity:.4f} over {result.num_scored} {vocab.token} tokens"
+        + (f" ({bpc:.4f} bits per character)" if bpc is not None else ""),
+        flush=True,
+    )
 
 
 def run(job: Callable[[], None]) -> None:

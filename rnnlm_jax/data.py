@@ -1,6 +1,6 @@
-"""The Time Machine data: find or download the text, tokenize, build the vocab and minibatches.
+"""The Time Machine data: find or download the text, make the corpus and its minibatches.
 
-Data flows one way: file -> lines -> tokens -> `Vocab` -> corpus ids ->
+Data flows one way: file -> lines -> tokens -> `Vocab` (`rnnlm_jax.vocab`) -> corpus ids ->
 `(batch_size, num_steps)` int32 minibatches, exactly as d2l 0.17 does it
 (`read_time_machine`, `tokenize`, `Vocab`, `load_corpus_time_machine`,
 `seq_data_iter_sequential` and `seq_data_iter_random`).
@@ -8,24 +8,23 @@ Data flows one way: file -> lines -> tokens -> `Vocab` -> corpus ids ->
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import os
-import re
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+
+from rnnlm_jax.vocab import TOKEN_TYPES, Vocab, clean_lines, tokenize  # noqa: F401
 
 TIME_MACHINE_URL = "http://d2l-data.s3-accelerate.amazonaws.com/timemachine.txt"
 TIME_MACHINE_SHA1 = "090b5e7e70c295757f55df93cb0a180b9691891a"
 TIME_MACHINE_FILE = "timemachine.txt"
 DATA_DIR_ENV = "RNNLM_JAX_DATA_DIR"
 PARTITIONS = ("sequential", "random")
-TOKEN_TYPES = ("char", "word")
 
 
 class DataError(Exception):
@@ -111,80 +110,7 @@ def find_time_machine(
 
 
 # ----------------------------------------------------------------------------
-# Text -> tokens -> vocab -> corpus.
-
-
-def clean_lines(text: str) -> list[str]:
-    """The book's cleaning: every run of non-letters becomes one space; strip; lowercase."""
-    return [re.sub("[^A-Za-z]+", " ", line).strip().lower() for line in text.splitlines()]
-
-
-def tokenize(lines: Iterable[str], token: str = "char") -> list[list[str]]:
-    """Splits each line into characters (`char`) or whitespace-separated words (`word`)."""
-    if token == "char":
-        return [list(line) for line in lines]
-    if token == "word":
-        return [line.split() for line in lines]
-    raise ValueError(f"unknown token type {token!r}; expected one of {TOKEN_TYPES}")
-
-
-class Vocab:
-    """Token <-> id mapping of d2l: `<unk>` is 0, then reserved tokens, then by frequency.
-
-    Tokens are sorted by descending count with ties in first-occurrence order;
-    tokens seen fewer than `min_freq` times are left out and map to `<unk>`.
-    """
-
-    def __init__(
-        self,
-        tokens: Iterable = (),
-        min_freq: int = 0,
-        reserved_tokens: Sequence[str] = (),
-    ):
-        flat = [t for line in tokens for t in line] if _is_nested(tokens) else list(tokens)
-        counter = collections.Counter(flat)
-        self.token_freqs = sorted(counter.items(), key=lambda kv: kv[1], reverse=True)
-        self.idx_to_token = ["<unk>"] + list(reserved_tokens)
-        seen = set(self.idx_to_token)
-        for token, freq in self.token_freqs:
-            if freq < min_freq:
-                break
-            if token not in seen:
-                self.idx_to_token.append(token)
-                seen.add(token)
-        self.token_to_idx = {t: i for i, t in enumerate(self.idx_to_token)}
-
-    @classmethod
-    def from_tokens_list(cls, idx_to_token: Sequence[str]) -> Vocab:
-        """Rebuilds a vocab from its `idx_to_token` list (e.g. read back from JSON)."""
-        vocab = cls()
-        vocab.idx_to_token = list(idx_to_token)
-        vocab.token_to_idx = {t: i for i, t in enumerate(vocab.idx_to_token)}
-        return vocab
-
-    def __len__(self) -> int:
-        return len(self.idx_to_token)
-
-    def __getitem__(self, tokens):
-        """Token -> id (unknown -> 0); a list or tuple of tokens -> list of ids."""
-        if isinstance(tokens, (list, tuple)):
-            return [self[t] for t in tokens]
-        return self.token_to_idx.get(tokens, self.unk)
-
-    def to_tokens(self, indices):
-        """Id -> token; a sequence of ids -> list of tokens."""
-        if isinstance(indices, (list, tuple, np.ndarray)):
-            return [self.idx_to_token[int(i)] for i in indices]
-        return self.idx_to_token[int(indices)]
-
-    @property
-    def unk(self) -> int:
-        return 0
-
-
-def _is_nested(tokens) -> bool:
-    tokens = tokens if isinstance(tokens, (list, tuple)) else list(tokens)
-    return len(tokens) > 0 and isinstance(tokens[0], (list, tuple))
+# Text -> corpus ids.
 
 
 def load_corpus(text: str, token: str = "char", max_tokens: int = -1, min_freq: int = 0):
@@ -194,7 +120,7 @@ def load_corpus(text: str, token: str = "char", max_tokens: int = -1, min_freq: 
     then truncated to the first `max_tokens` tokens (all of it if `<= 0`).
     """
     tokens = tokenize(clean_lines(text), token)
-    vocab = Vocab(tokens, min_freq=min_freq)
+    vocab = Vocab(tokens, min_freq=min_freq, token=token)
     flat = [t for line in tokens for t in line]
     if max_tokens > 0:
         flat = flat[:max_tokens]

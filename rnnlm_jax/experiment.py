@@ -19,6 +19,7 @@ import numpy as np
 
 from rnnlm_jax import checkpoints, data, metrics, parallel, training
 from rnnlm_jax.configuration import ConfigError, model_from_config, validate
+from rnnlm_jax.files import write_json_atomic
 from rnnlm_jax.generation import predict
 from rnnlm_jax.preemption import StopRequest
 
@@ -90,13 +91,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if start_epoch:
         changed = checkpoints.check_compatible(checkpoints.read_config(workdir), config)
     corpus, val_corpus, vocab = load_data(config)
-    if start_epoch and checkpoints.read_vocab(workdir).idx_to_token != vocab.idx_to_token:
+    saved_vocab = checkpoints.read_vocab(workdir, config.token) if start_epoch else None
+    if saved_vocab is not None and saved_vocab.idx_to_token != vocab.idx_to_token:
         raise ConfigError("the data gives another vocab than the one the checkpoint was made with")
 
     workdir.mkdir(parents=True, exist_ok=True)
     if main_process:
-        checkpoints.write_json_atomic(workdir / checkpoints.CONFIG_FILE, config.to_dict())
-        checkpoints.write_json_atomic(workdir / checkpoints.VOCAB_FILE, vocab.idx_to_token)
+        write_json_atomic(workdir / checkpoints.CONFIG_FILE, config.to_dict())
+        vocab.save(workdir / checkpoints.VOCAB_FILE)
     model = model_from_config(config, len(vocab))
     mesh = parallel.data_mesh()
     replicated = parallel.replicated(mesh)

@@ -3,7 +3,8 @@ temperature and top-k, several samples at once.
 
 Unknown tokens in the prefix map to `<unk>` (id 0), as the book's `vocab[...]` does; an
 empty prefix is an error (there is nothing to start the state from). Prefixes are split
-and outputs joined by the vocab's token type: characters, or words separated by spaces.
+and outputs joined by the vocab's own token type (`Vocab.token`): characters, or words
+separated by spaces.
 """
 
 from __future__ import annotations
@@ -76,23 +77,21 @@ def greedy_ids(model: RNNModel, params, prefix_ids: jax.Array, num_preds: int) -
     return sample_ids(model, params, prefix_ids, num_preds)[0]
 
 
-def _split(prefix: str, token: str) -> list[str]:
-    if not prefix or (token == "word" and not prefix.split()):
-        raise ValueError("the prefix must not be empty")
-    return prefix.split() if token == "word" else list(prefix)
-
-
-def _join(prefix: str, tokens: list[str], token: str) -> str:
-    return " ".join([prefix, *tokens]) if token == "word" else prefix + "".join(tokens)
+def _check_token(vocab: Vocab, token: str | None) -> None:
+    if token is not None and token != vocab.token:
+        raise ValueError(f"token={token!r}, but the vocab's tokens are {vocab.token!r}s")
 
 
 def predict(
-    params, prefix: str, num_preds: int, vocab: Vocab, model: RNNModel, token: str = "char"
+    params, prefix: str, num_preds: int, vocab: Vocab, model: RNNModel, token: str | None = None
 ) -> str:
     """The book's `predict_ch8`: `prefix` followed by `num_preds` greedy tokens.
 
+    `token` may be left out: the vocab knows its token type (given, it must agree).
+
     Raises:
-      ValueError: if `prefix` is empty or `num_preds` is negative.
+      ValueError: if `prefix` is empty, `num_preds` is negative or `token` is not the
+        vocab's.
     """
     return sample(params, prefix, num_preds, vocab, model, temperature=0.0, token=token)[0]
 
@@ -108,7 +107,7 @@ def sample(
     top_k: int = 0,
     seed: int = 0,
     num_samples: int = 1,
-    token: str = "char",
+    token: str | None = None,
 ) -> list[str]:
     """`num_samples` continuations of `prefix` (temperature 0: greedy, all the same).
 
@@ -119,7 +118,10 @@ def sample(
         raise ValueError(f"num_preds must be >= 0, got {num_preds}")
     if temperature < 0 or top_k < 0 or num_samples < 1:
         raise ValueError("temperature and top_k must be >= 0 and num_samples >= 1")
-    prefix_ids = jnp.asarray(vocab[_split(prefix, token)], jnp.int32)
+    _check_token(vocab, token)
+    if not vocab.split(prefix):
+        raise ValueError("the prefix must not be empty")
+    prefix_ids = jnp.asarray(vocab[vocab.split(prefix)], jnp.int32)
     ids = sample_ids(
         model,
         params,
@@ -130,4 +132,4 @@ def sample(
         num_samples,
         min(top_k, len(vocab)),
     )
-    return [_join(prefix, vocab.to_tokens(row), token) for row in np.asarray(ids)]
+    return [vocab.join([prefix, *vocab.to_tokens(row)]) for row in np.asarray(ids)]

@@ -1,0 +1,149 @@
+"""Text -> tokens -> ids and back: the book's cleaning and tokenizer, and a `Vocab` that knows
+how its text was cleaned and split, and saves and loads itself as JSON."""
+
+from __future__ import annotations
+
+import collections
+import json
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from rnnlm_jax.files import write_json_atomic
+
+TOKEN_TYPES = ("char", "word")
+# `book`: d2l's `read_time_machine` (runs of non-letters -> one space, strip, lowercase);
+# `none`: the lines as they are.
+CLEANINGS = ("book", "none")
+
+
+def clean_lines(text: str, cleaning: str = "book") -> list[str]:
+    """The text's lines, cleaned: `book`: every run of non-letters becomes one space; strip;
+    lowercase (the book's). `none`: unchanged."""
+    if cleaning == "none":
+        return text.splitlines()
+    if cleaning != "book":
+        raise ValueError(f"unknown cleaning {cleaning!r}; expected one of {CLEANINGS}")
+    return [re.sub("[^A-Za-z]+", " ", line).strip().lower() for line in text.splitlines()]
+
+
+def tokenize(lines: Iterable[str], token: str = "char") -> list[list[str]]:
+    """Splits each line into characters (`char`) or whitespace-separated words (`word`)."""
+    if token == "char":
+        return [list(line) for line in lines]
+    if token == "word":
+        return [line.split() for line in lines]
+    raise ValueError(f"unknown token type {token!r}; expected one of {TOKEN_TYPES}")
+
+
+class Vocab:
+    """Token <-> id mapping of d2l: `<unk>` is 0, then reserved tokens, then by frequency.
+
+    Tokens are sorted by descending count with ties in first-occurrence order;
+    tokens seen fewer than `min_freq` times are left out and map to `<unk>`. The vocab also
+    remembers how text becomes its tokens (`cleaning`, `token`), so `encode` turns new text
+    into ids exactly as the training text was, and `save` / `load` keep all of it.
+    """
+
+    def __init__(
+        self,
+        tokens: Iterable = (),
+        min_freq: int = 0,
+        reserved_tokens: Sequence[str] = (),
+        token: str = "char",
+        cleaning: str = "book",
+    ):
+        if token not in TOKEN_TYPES:
+            raise ValueError(f"unknown token type {token!r}; expected one of {TOKEN_TYPES}")
+        if cleaning not in CLEANINGS:
+            raise ValueError(f"unknown cleaning {cleaning!r}; expected one of {CLEANINGS}")
+        self.token, self.cleaning = token, cleaning
+        flat = [t for line in tokens for t in line] if _is_nested(tokens) else list(tokens)
+        counter = collections.Counter(flat)
+        self.token_freqs = sorted(counter.items(), key=lambda kv: kv[1], reverse=True)
+        self.idx_to_token = ["<unk>"] + list(reserved_tokens)
+        seen = set(self.idx_to_token)
+        for tok, freq in self.token_freqs:
+            if freq < min_freq:
+                break
+            if tok not in seen:
+                self.idx_to_token.append(tok)
+                seen.add(tok)
+        self.token_to_idx = {t: i for i, t in enumerate(self.idx_to_token)}
+
+    @classmethod
+    def from_tokens_list(
+        cls, idx_to_token: Sequence[str], token: str = "char", cleaning: str = "book"
+    ) -> Vocab:
+        """Rebuilds a vocab from its `idx_to_token` list (e.g. read back from JSON)."""
+        vocab = cls(token=token, cleaning=cleaning)
+        vocab.idx_to_token = list(idx_to_token)
+        vocab.token_to_idx = {t: i for i, t in enumerate(vocab.idx_to_token)}
+        return vocab
+
+    def __len__(self) -> int:
+        return len(self.idx_to_token)
+
+    def __getitem__(self, tokens):
+        """Token -> id (unknown -> 0); a list or tuple of tokens -> list of ids."""
+        if isinstance(tokens, (list, tuple)):
+            return [self[t] for t in tokens]
+        return self.token_to_idx.get(tokens, self.unk)
+
+    def to_tokens(self, indices):
+        """Id -> token; a sequence of ids -> list of tokens."""
+        if isinstance(indices, (list, tuple, np.ndarray)):
+            return [self.idx_to_token[int(i)] for i in indices]
+        return self.idx_to_token[int(indices)]
+
+    @property
+    def unk(self) -> int:
+        return 0
+
+    def tokens_of(self, text: str) -> list[str]:
+        """`text` cleaned and split as the training text was, all lines joined."""
+        return [t for line in tokenize(clean_lines(text, self.cleaning), self.token) for t in line]
+
+    def encode(self, text: str) -> np.ndarray:
+        """`text` as int32 ids, cleaned and split as the training text was (unknown -> 0)."""
+        return np.asarray(self[self.tokens_of(text)], np.int32)
+
+    def split(self, prefix: str) -> list[str]:
+        """A prompt's tokens without cleaning (the book's `predict_ch8`): its characters, or
+        its whitespace-separated words."""
+        return prefix.split() if self.token == "word" else list(prefix)
+
+    def join(self, tokens: Sequence[str]) -> str:
+        """Tokens as text: characters concatenated, words separated by spaces."""
+        return (" " if self.token == "word" else "").join(tokens)
+
+    def to_json(self) -> dict:
+        return {"token": self.token, "cleaning": self.cleaning, "idx_to_token": self.idx_to_token}
+
+    @classmethod
+    def from_json(cls, obj, token: str = "char") -> Vocab:
+        """The inverse of `to_json`; a bare `idx_to_token` list (the format before the vocab
+        knew its token type) is read with `token` and the book's cleaning."""
+        if isinstance(obj, list):
+            return cls.from_tokens_list(obj, token)
+        return cls.from_tokens_list(obj["idx_to_token"], obj["token"], obj["cleaning"])
+
+    def save(self, path: str | Path) -> None:
+        """Writes the vocab as JSON (atomically: a reader never sees half a file)."""
+        write_json_atomic(path, self.to_json())
+
+    @classmethod
+    def load(cls, path: str | Path, token: str = "char") -> Vocab:
+        """Reads a vocab written by `save` (or a bare `idx_to_token` list, read with
+        `token`). Raises `OSError` or `ValueError` for a missing or malformed file."""
+        try:
+            return cls.from_json(json.loads(Path(path).read_text()), token)
+        except (KeyError, TypeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path} is not a vocab file ({type(e).__name__}: {e})") from None
+
+
+def _is_nested(tokens) -> bool:
+    tokens = tokens if isinstance(tokens, (list, tuple)) else list(tokens)
+    return len(tokens) > 0 and isinstance(tokens[0], (list, tuple))

@@ -1,0 +1,166 @@
+"""Scoring text (`rnnlm_jax.score`, `--mode=score`), the vocab that knows its tokens, and
+imports that stay light."""
+
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import ROOT
+from test_main import run_main
+
+import rnnlm_jax
+from rnnlm_jax import data, scoring, training
+from rnnlm_jax.generation import predict
+from rnnlm_jax.models import RNNModel
+from rnnlm_jax.vocab import Vocab
+
+
+def _excerpt(vocab, text, num_batches=7, num_steps=35):
+    """A piece of the book whose tokens are exactly `num_batches * num_steps + 1`."""
+    tokens = vocab.tokens_of(text[:20000])
+    m = num_batches * num_steps + 1
+    start = next(s for s in range(len(tokens)) if tokens[s] != " " and tokens[s + m - 1] != " ")
+    return "".join(tokens[start : start + m])
+
+
+def test_score_matches_training_evaluate(small_lm, text):
+    model, params, vocab = small_lm
+    piece = _excerpt(vocab, text)
+    ids = vocab.encode(piece)
+    assert len(ids) == 7 * 35 + 1
+    state = training.create_train_state(model, jax.random.key(0), 1.0, 1.0, 1, 35)
+    state = state.replace(params=params)
+    X, Y = data.eval_batches(ids, 1, 35)
+    ev = jax.device_get(training.evaluate(state, X, Y, model.begin_state(1)))
+    result = rnnlm_jax.score(model, params, vocab, piece)
+    assert result.num_scored == ev["num_tokens"] == 7 * 35
+    np.testing.assert_allclose(-result.log_probs.sum(), ev["loss_sum"], rtol=1e-5)
+    np.testing.assert_allclose(
+        result.perplexity, np.exp(ev["loss_sum"] / ev["num_tokens"]), rtol=1e-5
+    )
+    np.testing.assert_allclose(result.bits_per_char, np.log2(result.perplexity), rtol=1e-9)
+
+
+def test_log_probs_are_each_tokens_and_chunks_carry_the_state(small_lm, text):
+    model, params, vocab = small_lm
+    piece = _excerpt(vocab, text, 1, 40)
+    ids = jnp.asarray(vocab.encode(piece))
+    whole = scoring.token_log_probs(model, params, ids, chunk=40)
+    chunked = scoring.token_log_probs(model, params, ids, chunk=7)  # 6 chunks, padded
+    np.testing.assert_allclose(whole, chunked, rtol=1e-5, atol=1e-6)
+    logits, _ = model.apply({"params": params}, ids[None, :-1], model.begin_state(1))
+    direct = jax.nn.log_softmax(logits)[jnp.arange(40), ids[1:]]
+    np.testing.assert_allclose(whole, direct, rtol=1e-5, atol=1e-6)
+
+
+def test_text_is_cleaned_and_split_as_in_training(small_lm):
+    model, params, vocab = small_lm
+    a = rnnlm_jax.score(model, params, vocab, "The Time-Traveller, for so it\nwill be")
+    # lines are joined with nothing between them, as the book's corpus joins them
+    b = rnnlm_jax.score(model, params, vocab, "the time traveller for so itwill be")
+    assert a.tokens == b.tokens and a.tokens[:4] == list("the ")
+    np.testing.assert_allclose(a.log_probs, b.log_probs)
+    with pytest.raises(ValueError, match="at least 2"):
+        rnnlm_jax.score(model, params, vocab, "?! a")
+
+
+def test_word_vocab_scores_and_predicts_words(text):
+    _, vocab = data.load_corpus(text, "word", min_freq=3)
+    assert vocab.token == "word"
+    model = RNNModel(vocab_size=len(vocab), num_hiddens=8)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32), model.begin_state(1))
+    params = params["params"]
+    result = rnnlm_jax.score(model, params, vocab, "The time traveller!")
+    assert result.tokens == ["the", "time", "traveller"] and result.num_scored == 2
+    assert result.bits_per_char is None
+    out = predict(params, "the time", 3, vocab, model)  # no token= needed: the vocab knows
+    assert out.startswith("the time ") and len(out.split()) == 5
+    with pytest.raises(ValueError, match="word"):
+        predict(params, "the time", 3, vocab, model, token="char")
+
+
+def test_vocab_saves_and_loads_itself(tmp_path, text):
+    _, vocab = data.load_corpus(text, "word")
+    vocab.save(tmp_path / "vocab.json")
+    back = Vocab.load(tmp_path / "vocab.json")
+    assert (back.token, back.cleaning, back.idx_to_token) == ("word", "book", vocab.idx_to_token)
+    (tmp_path / "old.json").write_text(json.dumps(vocab.idx_to_token))  # the older format
+    assert Vocab.load(tmp_path / "old.json", token="word").token == "word"
+    (tmp_path / "bad.json").write_text('{"tokens": 3}')
+    with pytest.raises(ValueError, match="not a vocab file"):
+        Vocab.load(tmp_path / "bad.json")
+    raw = Vocab(list("Ab b"), token="char", cleaning="none")
+    np.testing.assert_array_equal(raw.encode("Ab"), [raw["A"], raw["b"]])
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("score") / "run"
+    r = run_main(
+        "--config=configs/timemachine.py:smoke", "--config.num_epochs=2", f"--workdir={workdir}"
+    )
+    assert r.returncode == 0, r.stderr
+    return workdir
+
+
+def test_score_mode_matches_the_library(workdir, tmp_path):
+    sentence = "the time traveller for so it will be convenient to speak of him"
+    r = run_main(f"--workdir={workdir}", "--mode=score", f"--text={sentence}")
+    assert r.returncode == 0, r.stderr
+    model, params, vocab, _ = rnnlm_jax.load_trained(workdir)
+    expected = rnnlm_jax.score(model, params, vocab, sentence)
+    line = r.stdout.strip().splitlines()[-1]
+    assert line.startswith(f"perplexity {expected.perplexity:.4f} over {expected.num_scored}")
+    assert "bits per character" in line
+    path = tmp_path / "text.txt"
+    path.write_text(sentence.upper() + "\n")
+    r = run_main(f"--workdir={workdir}", "--mode=score", f"--text_file={path}", "--per_token")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert lines[-1] == line and len(lines) == expected.num_scored + 1
+    assert lines[0] == f"'h'\t{expected.log_probs[0]:.4f}"
+
+
+@pytest.mark.parametrize(
+    "args, status, message",
+    [
+        ([], 2, "one of --text or --text_file"),
+        (["--text=a", "--text_file=x"], 2, "one of --text or --text_file"),
+        (["--text=?"], 2, "at least 2"),
+        (["--text_file=/nonexistent/t.txt"], 1, "cannot read --text_file"),
+    ],
+)
+def test_score_mode_errors_are_one_line(workdir, args, status, message):
+    r = run_main(f"--workdir={workdir}", "--mode=score", *args)
+    assert r.returncode == status and r.stdout == ""
+    assert r.stderr.startswith("error: ") and message in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_score_mode_needs_a_workdir():
+    r = run_main("--mode=score", "--text=abc")
+    assert r.returncode == 2 and "needs --workdir" in r.stderr
+
+
+LIGHT = """
+import logging, sys
+import rnnlm_jax, rnnlm_jax.data, rnnlm_jax.models, rnnlm_jax.training, rnnlm_jax.scoring
+heavy = sorted({m.split(".")[0] for m in sys.modules} & {"orbax", "tensorstore", "matplotlib"})
+assert not heavy, heavy
+rnnlm_jax.RNNModel, rnnlm_jax.score
+import rnnlm_jax.checkpoints  # orbax now, and with it absl's logging
+logging.basicConfig(level=logging.INFO, format="mine: %(message)s")
+logging.getLogger("user").info("configured")
+"""
+
+
+def test_imports_are_light_and_leave_logging_alone():
+    r = subprocess.run(
+        [sys.executable, "-c", LIGHT], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0, r.stderr
+    assert "mine: configured" in r.stderr
