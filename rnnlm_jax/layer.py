@@ -160,7 +160,8 @@ class RNNLayer(nn.Module):
           `(outputs, state)`: the last layer's hidden states `[T, B, K*H]` (float32;
           `[B, T, K*H]` with `time_major=False`) and the final state, shaped like `state`.
           With `return_all_layers`, outputs is every layer's carry at every step, stacked,
-          `[L, T, B, K*H]` (LSTM: a pair `(cs, hs)` of them, the cell states over time too).
+          `[L, T, B, K*H]` (`[L, B, T, K*H]` with `time_major=False`; the LSTM: a pair
+          `(cs, hs)` of them, the cell states over time too), zero past each sequence's end.
         """
         named = isinstance(self.cell, str)
         if named and self.cell not in CELLS:
