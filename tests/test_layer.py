@@ -74,6 +74,32 @@ def _to_flax_rnn(params, name):
     return {"cell": params[name]}
 
 
+def _flax_masked(ref):
+    """flax's `nn.RNN` / `nn.Bidirectional` (batch-major, `LENGTHS`), outputs past the end
+    zeroed as ours are: `(params, x) -> (outputs, carry)`."""
+
+    def run(p, x):
+        carry, out = ref.apply({"params": p}, x, seq_lengths=LENGTHS)
+        return jnp.where(_mask(t_axis=1)[..., None], out, 0.0), carry
+
+    return run
+
+
+def _parity(ours, theirs, params, fparams, x, w):
+    """Checks `ours(params, x)` == `theirs(fparams, x)` (outputs, final carries) and the
+    gradients of one loss through both w.r.t. `x`; returns the parameter gradients."""
+
+    def loss(f, p, x):
+        out, carry = f(p, x)
+        return (out * w).sum() + sum(jnp.sum(c**2) for c in jax.tree.leaves(carry))
+
+    _close(ours(params, x), theirs(fparams, x))
+    g_ours, gx_ours = jax.grad(functools.partial(loss, ours), argnums=(0, 1))(params, x)
+    g_theirs, gx_theirs = jax.grad(functools.partial(loss, theirs), argnums=(0, 1))(fparams, x)
+    _close(gx_ours, gx_theirs, 1e-4)
+    return g_ours, g_theirs
+
+
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 def test_matches_flax_rnn_with_seq_lengths(cell):
     layer = _layer(cell, time_major=False)
@@ -81,26 +107,14 @@ def test_matches_flax_rnn_with_seq_lengths(cell):
     params = _init(layer, x, seq_lengths=LENGTHS)
     ref = nn.RNN(CELLS[cell](H), return_carry=True)
     fparams = _to_flax_rnn(params, "layer_0")
-    mask = _mask(t_axis=1)[..., None]
     w = _inputs(2, (B, T, H))
 
     def ours(p, x):
         out, state = layer.apply({"params": p}, x, seq_lengths=LENGTHS)
         return out, jax.tree.map(lambda s: s[0], state)
 
-    def theirs(p, x):
-        carry, out = ref.apply({"params": p}, x, seq_lengths=LENGTHS)
-        return jnp.where(mask, out, 0.0), carry
-
-    def loss(f, p, x):
-        out, carry = f(p, x)
-        return (out * w).sum() + sum(jnp.sum(c**2) for c in jax.tree.leaves(carry))
-
-    _close(ours(params, x), theirs(fparams, x))
-    g_ours = jax.grad(functools.partial(loss, ours), argnums=(0, 1))(params, x)
-    g_theirs = jax.grad(functools.partial(loss, theirs), argnums=(0, 1))(fparams, x)
-    _close(_to_flax_rnn(g_ours[0], "layer_0"), g_theirs[0], 1e-4)
-    _close(g_ours[1], g_theirs[1], 1e-4)
+    g_ours, g_theirs = _parity(ours, _flax_masked(ref), params, fparams, x, w)
+    _close(_to_flax_rnn(g_ours, "layer_0"), g_theirs, 1e-4)
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
@@ -113,27 +127,15 @@ def test_bidirectional_matches_flax_bidirectional(cell):
         "forward_rnn": _to_flax_rnn(params, "layer_0"),
         "backward_rnn": _to_flax_rnn(params, "layer_0_reverse"),
     }
-    mask = _mask(t_axis=1)[..., None]
     w = _inputs(3, (B, T, 2 * H))
 
     def ours(p, x):
         out, state = layer.apply({"params": p}, x, seq_lengths=LENGTHS)
         return out, tuple(jax.tree.map(lambda s, k=k: s[k], state) for k in range(2))
 
-    def theirs(p, x):
-        carry, out = ref.apply({"params": p}, x, seq_lengths=LENGTHS)
-        return jnp.where(mask, out, 0.0), carry
-
-    def loss(f, p, x):
-        out, carry = f(p, x)
-        return (out * w).sum() + sum(jnp.sum(c**2) for c in jax.tree.leaves(carry))
-
-    _close(ours(params, x), theirs(fparams, x))
-    g_ours, gx_ours = jax.grad(functools.partial(loss, ours), argnums=(0, 1))(params, x)
-    g_theirs, gx_theirs = jax.grad(functools.partial(loss, theirs), argnums=(0, 1))(fparams, x)
+    g_ours, g_theirs = _parity(ours, _flax_masked(ref), params, fparams, x, w)
     _close(g_ours["layer_0"], g_theirs["forward_rnn"]["cell"], 1e-4)
     _close(g_ours["layer_0_reverse"], g_theirs["backward_rnn"]["cell"], 1e-4)
-    _close(gx_ours, gx_theirs, 1e-4)
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
