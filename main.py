@@ -1,8 +1,9 @@
-r"""Trains the Time Machine RNN language model described by a config file, or samples from or
-scores text with a trained one.
+r"""Trains the recurrent language model a config file describes (the book's Time Machine RNN,
+the Penn Treebank LSTM, or your own text), or samples from or scores text with a trained one.
 
     python main.py --config=configs/timemachine.py [--workdir=runs/timemachine]
     python main.py --config=configs/timemachine.py:smoke --config.num_epochs=2
+    python main.py --config=configs/ptb.py                       # Zaremba et al.'s small model
     python main.py --workdir=runs/timemachine --mode=sample --prefix="time traveller"
     python main.py --workdir=runs/timemachine --mode=score --text="the time machine"
 

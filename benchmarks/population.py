@@ -36,7 +36,8 @@ def main():
     args = p.parse_args()
     config = timemachine.get_config()
     config.num_hiddens = args.hidden
-    corpus, _, vocab = load_data(config)
+    loaded = load_data(config)
+    corpus, vocab = loaded.train, loaded.vocab
     model = model_from_config(config, len(vocab))
     K, B, T = args.members, config.batch_size, config.num_steps
     seeds = list(range(K))

@@ -6,6 +6,7 @@ Layout of a workdir:
   checkpoints/<N>/    Orbax checkpoint after N epochs: `state` (params, optimizer state,
                       step) and `meta` (epoch, seed); the data order of every epoch is a
                       function of (seed, epoch), so nothing else is needed to resume exactly.
+  best/<N>/           with validation: the checkpoint of the best validation perplexity.
 No pickle anywhere. Orbax writes each checkpoint into a temporary folder and renames it when
 complete, so a process killed at any moment leaves the last complete checkpoint usable; the
 temporary folders it leaves are ignored and cleaned up at the next start.
@@ -42,6 +43,7 @@ def _import_orbax():
 ocp = _import_orbax()
 
 CHECKPOINT_DIR = "checkpoints"
+BEST_DIR = "best"  # the checkpoint with the best validation perplexity so far
 CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.json"
 # Fields that fix the parameters' shapes: a checkpoint cannot be restored into another value.
@@ -52,8 +54,10 @@ class CheckpointError(Exception):
     """A workdir's checkpoint cannot be used; the message says why."""
 
 
-def make_manager(workdir: str | Path, max_to_keep: int | None = 3) -> ocp.CheckpointManager:
-    """The Orbax `CheckpointManager` that saves into `<workdir>/checkpoints`.
+def make_manager(
+    workdir: str | Path, max_to_keep: int | None = 3, directory: str = CHECKPOINT_DIR
+) -> ocp.CheckpointManager:
+    """The Orbax `CheckpointManager` that saves into `<workdir>/<directory>`.
 
     Saves are asynchronous: call `wait_until_finished` (or `close`) on every exit path.
     Temporary folders left by a save that was killed are cleaned up when it is created.
@@ -61,7 +65,7 @@ def make_manager(workdir: str | Path, max_to_keep: int | None = 3) -> ocp.Checkp
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True
     )
-    return ocp.CheckpointManager(Path(workdir).absolute() / CHECKPOINT_DIR, options=options)
+    return ocp.CheckpointManager(Path(workdir).absolute() / directory, options=options)
 
 
 def latest_epoch(workdir: str | Path) -> int | None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import jax.numpy as jnp
 import ml_collections
 
-from rnnlm_jax.data import PARTITIONS, TOKEN_TYPES
+from rnnlm_jax.corpora import CORPORA
+from rnnlm_jax.data import PARTITIONS
 from rnnlm_jax.fast_layers import LSTM_IMPLS, resolve_lstm_impl
 from rnnlm_jax.models import CELLS, INITS, RNNModel
+from rnnlm_jax.vocab import CLEANINGS, TOKEN_TYPES
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -49,10 +51,50 @@ def validate(config: ml_collections.ConfigDict) -> None:
             isinstance(value, (int, float)) and value > 0,
             f"config.{field}={value!r} must be a number > 0",
         )
+    for field in ("dropout", "embed_dropout", "output_dropout"):
+        value = config.get(field, 0.0)
+        _check(
+            isinstance(value, (int, float)) and 0 <= value < 1,
+            f"config.{field}={value!r} must be a number in [0, 1)",
+        )
+    embed_dim = config.get("embed_dim", 0)
     _check(
-        isinstance(config.dropout, (int, float)) and 0 <= config.dropout < 1,
-        f"config.dropout={config.dropout!r} must be a number in [0, 1)",
+        isinstance(embed_dim, int) and embed_dim >= 0,
+        f"config.embed_dim={embed_dim!r} must be an integer >= 0 (0: one-hot inputs)",
     )
+    _check(
+        embed_dim or not (config.get("embed_dropout", 0.0) or config.get("tie_embeddings", False)),
+        "config.embed_dropout and config.tie_embeddings need config.embed_dim > 0",
+    )
+    _check(
+        not config.get("tie_embeddings", False) or embed_dim == config.num_hiddens,
+        "config.tie_embeddings needs config.embed_dim == config.num_hiddens",
+    )
+    decay = config.get("lr_decay", 1.0)
+    _check(
+        isinstance(decay, (int, float)) and 0 < decay <= 1,
+        f"config.lr_decay={decay!r} must be a number in (0, 1] (1: a constant rate)",
+    )
+    _check(
+        isinstance(config.get("decay_after", 0), int) and config.get("decay_after", 0) >= 0,
+        "config.decay_after must be an integer >= 0 (epochs at the full rate)",
+    )
+    _check(
+        isinstance(config.get("random_offset", True), bool),
+        "config.random_offset must be True or False",
+    )
+    if "corpus" in config:
+        _choice(config, "corpus", CORPORA)
+    if config.get("corpus") == "text":
+        _check(bool(config.get("text_files")), "config.corpus='text' needs config.text_files")
+        for field in ("valid_fraction", "test_fraction"):
+            value = config.get(field, 0.0)
+            _check(
+                isinstance(value, (int, float)) and 0 <= value < 0.5,
+                f"config.{field}={value!r} must be a number in [0, 0.5)",
+            )
+    if "cleaning" in config:
+        _choice(config, "cleaning", CLEANINGS)
     _check(
         isinstance(config.num_val, int) and config.num_val >= 0,
         f"config.num_val={config.num_val!r} must be an integer >= 0 (0: no validation)",
@@ -101,6 +143,10 @@ def model_from_config(config: ml_collections.ConfigDict, vocab_size: int) -> RNN
         initializer=config.initializer,
         init_scale=config.init_scale,
         dropout=config.get("dropout", defaults.dropout),
+        embed_dim=config.get("embed_dim", 0),
+        embed_dropout=config.get("embed_dropout", 0.0),
+        output_dropout=config.get("output_dropout", 0.0),
+        tie_embeddings=config.get("tie_embeddings", False),
         custom_vjp=config.get("custom_vjp", defaults.custom_vjp),
         unroll=config.get("unroll", defaults.unroll),
         dtype=DTYPES[config.get("dtype", "float32")],

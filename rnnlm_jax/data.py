@@ -46,7 +46,7 @@ def sha1_of(path: Path) -> str:
         return hashlib.sha1(f.read()).hexdigest()
 
 
-def _download(url: str, dest: Path, sha1: str, timeout: float) -> None:
+def download(url: str, dest: Path, sha1: str, timeout: float) -> None:
     """Downloads `url` to `dest` atomically: a temporary file, verified, then renamed."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
@@ -98,7 +98,7 @@ def find_time_machine(
     if path.is_file() and sha1_of(path) == sha1:
         return path
     try:
-        _download(url, path, sha1, timeout)
+        download(url, path, sha1, timeout)
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", e)
         raise DataError(
@@ -188,28 +188,41 @@ def seq_data_iter_random(
         yield X, Y
 
 
-def num_batches_per_epoch(corpus_len: int, batch_size: int, num_steps: int, partition: str) -> int:
+def num_batches_per_epoch(
+    corpus_len: int, batch_size: int, num_steps: int, partition: str, random_offset: bool = True
+) -> int:
     """The smallest number of minibatches an epoch yields over all random draws."""
     if partition == "sequential":
-        return ((corpus_len - num_steps - 1) // batch_size) // num_steps
+        offset = num_steps if random_offset else 0
+        return ((corpus_len - offset - 1) // batch_size) // num_steps
     if partition == "random":
         return ((corpus_len - (num_steps - 1) - 1) // num_steps) // batch_size
     raise ValueError(f"unknown partition {partition!r}; expected one of {PARTITIONS}")
 
 
 def epoch_batches(
-    corpus: np.ndarray, batch_size: int, num_steps: int, partition: str, seed: int, epoch: int
+    corpus: np.ndarray,
+    batch_size: int,
+    num_steps: int,
+    partition: str,
+    seed: int,
+    epoch: int,
+    random_offset: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """All minibatches of one epoch, stacked: `X, Y` int32 `[num_batches, batch_size, num_steps]`.
 
     The draw depends only on `(seed, epoch)`, so any epoch can be replayed
     (e.g. after a restart) without carrying generator state. Every epoch has
     the same number of batches (the minimum over offsets), so the stacked
-    shape, and with it the compiled program, never changes.
+    shape, and with it the compiled program, never changes. `random_offset=False`
+    starts sequential partitioning at token 0 every epoch (Zaremba et al.'s reader).
     """
     rng = np.random.default_rng((seed, epoch))
-    it = seq_data_iter_sequential if partition == "sequential" else seq_data_iter_random
-    n = num_batches_per_epoch(len(corpus), batch_size, num_steps, partition)
+    if partition == "sequential" and not random_offset:
+        it = lambda c, b, t, _: _sequential_from(c, b, t, 0)  # noqa: E731
+    else:
+        it = seq_data_iter_sequential if partition == "sequential" else seq_data_iter_random
+    n = num_batches_per_epoch(len(corpus), batch_size, num_steps, partition, random_offset)
     if n < 1:
         raise DataError(
             f"a corpus of {len(corpus)} tokens is too short for batch_size {batch_size} x "

@@ -17,7 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from rnnlm_jax import checkpoints, data, metrics, parallel, training
+from rnnlm_jax import checkpoints, corpora, data, metrics, parallel, scoring, training
 from rnnlm_jax.configuration import ConfigError, model_from_config, validate
 from rnnlm_jax.files import write_json_atomic
 from rnnlm_jax.generation import predict
@@ -33,34 +33,35 @@ def device_name() -> str:
     return str(jax.devices()[0])
 
 
-def load_data(config: ml_collections.ConfigDict):
-    """`(train_corpus, val_corpus, vocab)` for `config`.
-
-    The vocab comes from the whole text (as the book's); the training corpus is its first
-    `max_tokens` tokens and the held-out corpus the `num_val` tokens after them (None if
-    `num_val` is 0). Raises `ConfigError` if either is too short to batch.
-    """
-    path = data.find_time_machine(config.data_file, config.data_dir, config.data_url)
-    full, vocab = data.load_corpus(path.read_text(), config.token, -1, config.min_freq)
-    end = config.max_tokens if config.max_tokens > 0 else len(full)
-    corpus = full[:end]
-    n = data.num_batches_per_epoch(
-        len(corpus), config.batch_size, config.num_steps, config.partition
+def steps_per_epoch(config: ml_collections.ConfigDict, train_len: int) -> int:
+    """Minibatches per epoch of `config` over a training corpus of `train_len` tokens."""
+    return data.num_batches_per_epoch(
+        train_len,
+        config.batch_size,
+        config.num_steps,
+        config.partition,
+        config.get("random_offset", True),
     )
-    if n < 1:
+
+
+def load_data(config: ml_collections.ConfigDict) -> corpora.Corpus:
+    """The `corpora.Corpus` of `config` (train, valid, test ids and the vocab).
+
+    Raises `ConfigError` if the training or validation text is too short to batch.
+    """
+    corpus = corpora.load(config)
+    if steps_per_epoch(config, len(corpus.train)) < 1:
         raise ConfigError(
-            f"a corpus of {len(corpus)} tokens is too short for config.batch_size="
+            f"a corpus of {len(corpus.train)} tokens is too short for config.batch_size="
             f"{config.batch_size} x config.num_steps={config.num_steps}"
         )
-    val = None
-    if config.num_val:
-        val = full[end : end + config.num_val]
-        if len(val) < config.batch_size * config.num_steps + 1:
-            raise ConfigError(
-                f"config.num_val={config.num_val} leaves {len(val)} held-out tokens, fewer than "
-                f"one batch_size x num_steps minibatch (+1) needs"
-            )
-    return corpus, val, vocab
+    valid = corpus.valid
+    if valid is not None and len(valid) < config.batch_size * config.num_steps + 1:
+        raise ConfigError(
+            f"the validation text has {len(valid)} tokens, fewer than one batch_size x "
+            "num_steps minibatch (+1) needs (config.num_val for the Time Machine)"
+        )
+    return corpus
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -90,7 +91,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     changed = {}
     if start_epoch:
         changed = checkpoints.check_compatible(checkpoints.read_config(workdir), config)
-    corpus, val_corpus, vocab = load_data(config)
+    corpus = load_data(config)
+    vocab = corpus.vocab
     saved_vocab = checkpoints.read_vocab(workdir, config.token) if start_epoch else None
     if saved_vocab is not None and saved_vocab.idx_to_token != vocab.idx_to_token:
         raise ConfigError("the data gives another vocab than the one the checkpoint was made with")
@@ -100,6 +102,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         write_json_atomic(workdir / checkpoints.CONFIG_FILE, config.to_dict())
         vocab.save(workdir / checkpoints.VOCAB_FILE)
     model = model_from_config(config, len(vocab))
+    steps = steps_per_epoch(config, len(corpus.train))
     mesh = parallel.data_mesh()
     replicated = parallel.replicated(mesh)
     manager = checkpoints.make_manager(workdir, config.max_to_keep)
@@ -109,21 +112,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             if start_epoch:
                 abstract_state = jax.tree.map(
                     lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
-                    training.abstract_train_state(model, config),
+                    training.abstract_train_state(model, config, steps),
                 )
                 state, _ = checkpoints.restore(workdir, abstract_state, start_epoch)
                 notes = "".join(f", {k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
                 print(f"resuming {workdir} after epoch {start_epoch}{notes}", flush=True)
             else:  # Every process computes the same replicated initial state.
                 state = jax.jit(
-                    lambda: training.initial_train_state(model, config), out_shardings=replicated
+                    lambda: training.initial_train_state(model, config, steps),
+                    out_shardings=replicated,
                 )()
             state, logger, stopped_by = _train_epochs(
                 config,
                 workdir,
                 model,
                 vocab,
-                (corpus, val_corpus),
+                corpus,
                 state,
                 manager,
                 start_epoch,
@@ -142,7 +146,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     tokens = sum(r["tokens_per_sec"] * r["seconds"] for r in timed)
     seconds = sum(r["seconds"] for r in timed)
     if history and main_process:
-        keys = [k for k in ("perplexity", "val_perplexity") if k in history[-1]]
+        keys = [k for k in ("perplexity", "val_perplexity", "test_perplexity") if k in history[-1]]
         metrics.plot_perplexity(history, workdir / "perplexity.png", keys)
     result = {
         "state": state,
@@ -150,6 +154,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         "vocab": vocab,
         "perplexity": history[-1]["perplexity"] if history else math.nan,
         "val_perplexity": history[-1].get("val_perplexity") if history else None,
+        "test_perplexity": history[-1].get("test_perplexity") if history else None,
         "tokens_per_sec": tokens / seconds if seconds else math.nan,
         "train_seconds": sum(r["seconds"] for r in history),
         "stopped_by": stopped_by,
@@ -165,10 +170,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         predict(state.params, p, config.num_preds, vocab, model, config.token)
         for p in config.prefixes
     ]
-    val = result["val_perplexity"]
+    val, test = result["val_perplexity"], result["test_perplexity"]
+    held_out = [
+        f"{name} perplexity {p:.1f}" for name, p in (("validation", val), ("test", test)) if p
+    ]
     print(
         f"perplexity {result['perplexity']:.1f}, {result['tokens_per_sec']:.1f} tokens/sec "
-        f"on {device_name()}" + (f" (validation perplexity {val:.1f})" if val else "")
+        f"on {device_name()}" + (f" ({', '.join(held_out)})" if held_out else "")
     )
     for text in result["continuations"]:
         print(text)
@@ -176,13 +184,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return result
 
 
-def _train_epochs(config, workdir, model, vocab, corpora, state, manager, start_epoch, stop, mesh):
+def _train_epochs(config, workdir, model, vocab, corpus, state, manager, start_epoch, stop, mesh):
     """The epoch loop from `start_epoch`: train, log, checkpoint, stop on a signal.
 
     Returns `(state, logger, stopped_by)`: the final state, the logger holding the run's
     history, and the name of the signal that stopped it (or None).
     """
-    corpus, val_corpus = corpora
 
     def split(x, axis):  # a host array, as a global array split over the devices along `axis`
         return jax.tree.map(lambda a: parallel.global_array(np.asarray(a), mesh, axis), x)
@@ -190,21 +197,29 @@ def _train_epochs(config, workdir, model, vocab, corpora, state, manager, start_
     begin_state = split(model.begin_state(config.batch_size), axis=1)  # [L, B, H]
     reset_each_batch = config.partition == "random"
     val_batches = None
-    if val_corpus is not None:
-        val = data.eval_batches(val_corpus, config.batch_size, config.num_steps)
+    if corpus.valid is not None:
+        val = data.eval_batches(corpus.valid, config.batch_size, config.num_steps)
         val_batches = split(val, axis=1)  # [N, B, T]
     logger = metrics.MetricsLogger(workdir, start_epoch, write=parallel.is_main_process())
+    # The best-by-validation checkpoint, kept beside the latest ones in <workdir>/best.
+    # (Single-process runs only: a second Orbax manager hangs a multi-process run's saves.)
+    best_manager = None
+    if val_batches is not None and jax.process_count() == 1:
+        best_manager = checkpoints.make_manager(workdir, 1, checkpoints.BEST_DIR)
+    vals = [r["val_perplexity"] for r in logger.history if "val_perplexity" in r]
+    best = min(vals, default=math.inf)
     progress = metrics.Progress(config.num_epochs)
     stopped_by = None
     try:
         for epoch in range(start_epoch, config.num_epochs):
             X_all, Y_all = data.epoch_batches(
-                corpus,
+                corpus.train,
                 config.batch_size,
                 config.num_steps,
                 config.partition,
                 config.seed,
                 epoch,
+                config.get("random_offset", True),
             )
             start = time.perf_counter()
             X_all, Y_all = split((X_all, Y_all), axis=1)  # one transfer per epoch
@@ -217,6 +232,11 @@ def _train_epochs(config, workdir, model, vocab, corpora, state, manager, start_
             if val_batches is not None:
                 v = jax.device_get(training.evaluate(state, *val_batches, begin_state))
                 record["val_perplexity"] = math.exp(float(v["loss_sum"] / v["num_tokens"]))
+            done = epoch + 1 == config.num_epochs
+            if done and corpus.test is not None and parallel.is_main_process():
+                # Batch 1, the state carried through the whole test text: one compiled scan.
+                log_probs = scoring.token_log_probs(model, state.params, corpus.test)
+                record["test_perplexity"] = math.exp(-float(jax.numpy.mean(log_probs)))
             logger.write(record)
             progress.update(record)
             if (epoch + 1) % config.log_every_epochs == 0:
@@ -225,13 +245,18 @@ def _train_epochs(config, workdir, model, vocab, corpora, state, manager, start_
                 )
                 logger.write_text("sample", text, epoch + 1)
                 print(f"epoch {epoch + 1}: perplexity {record['perplexity']:.2f}, {text}")
-            done = epoch + 1 == config.num_epochs
+            if best_manager is not None and record.get("val_perplexity", math.inf) < best:
+                best = record["val_perplexity"]
+                checkpoints.save(best_manager, epoch + 1, state, config.seed, force=True)
             if stop.signal_name or done or (epoch + 1) % config.checkpoint_every_epochs == 0:
                 checkpoints.save(manager, epoch + 1, state, config.seed, force=True)
             if stop.signal_name:
                 stopped_by = stop.signal_name
                 break
     finally:
+        if best_manager is not None:
+            best_manager.wait_until_finished()
+            best_manager.close()
         logger.close()
     return state, logger, stopped_by
 

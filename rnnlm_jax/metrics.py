@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 METRICS_FILE = "metrics.jsonl"
-SCALARS = ("perplexity", "val_perplexity", "tokens_per_sec", "grad_norm")
+SCALARS = ("perplexity", "val_perplexity", "test_perplexity", "tokens_per_sec", "grad_norm")
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -103,11 +103,13 @@ def plot_perplexity(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = {"perplexity": "train", "val_perplexity": "val"}
+    labels = {"perplexity": "train", "val_perplexity": "val", "test_perplexity": "test"}
     fig, ax = plt.subplots(figsize=(4.5, 3.2), dpi=120)
     epochs = [r["epoch"] for r in history]
-    for key in keys:
-        ax.plot(epochs, [r[key] for r in history], label=labels.get(key, key))
+    for key in keys:  # a key only some records have (the test's, at the end) is a marker
+        points = [(r["epoch"], r[key]) for r in history if key in r]
+        style = "o" if len(points) < len(history) else "-"
+        ax.plot(*zip(*points), style, label=labels.get(key, key))
     ax.set_xlabel("epoch")
     ax.set_ylabel("perplexity")
     ax.set_xlim(1, max(epochs[-1], 2))

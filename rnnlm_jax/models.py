@@ -1,9 +1,9 @@
-"""The book's recurrent language model: token ids -> `RNNLayer` -> a Dense head to logits.
+"""The recurrent language model: token ids -> `RNNLayer` -> a Dense head to logits.
 
 Shapes (T = num_steps, B = batch size, V = vocab size, H = num_hiddens,
-L = num_layers):
-  token ids `[B, T]` --one-hot, time-major--> `[T, B, V]` --RNNLayer-->
-  outputs `[T, B, H]` --Dense--> logits `[T * B, V]`, plus the final state
+L = num_layers, E = embed_dim):
+  token ids `[B, T]` --one-hot (the book's) or an embedding, time-major--> `[T, B, V or E]`
+  --RNNLayer--> outputs `[T, B, H]` --Dense--> logits `[T * B, V]`, plus the final state
   `[L, B, H]` (LSTM: a pair `(c, h)` of them).
 """
 
@@ -20,14 +20,21 @@ from rnnlm_jax.layer import CELLS, RNNLayer, State, zero_state  # noqa: F401
 
 
 class RNNModel(nn.Module):
-    """The book's `RNNModel`: one-hot tokens -> `RNNLayer` -> Dense head to vocab logits.
+    """The book's `RNNModel` (one-hot tokens -> `RNNLayer` -> Dense head to vocab logits),
+    with the options of word-level models such as Zaremba et al.'s.
 
     It follows the model contract of `training` (`logits_layout = "time_major"`: logits
     `[T * B, V]`, row t * B + b for step t of sequence b).
 
     Attributes:
       vocab_size: V.
-      other attributes: as `RNNLayer`.
+      embed_dim: E > 0: a learned embedding `[V, E]` (drawn like the kernels) feeds the
+        layer; 0: the token ids stand for their one-hot (the book's).
+      embed_dropout: dropout on the embedding's output (needs `embed_dim`).
+      dropout: dropout between stacked layers (`RNNLayer`'s).
+      output_dropout: dropout on the last layer's outputs, before the head.
+      tie_embeddings: the head's kernel is the embedding transposed (needs E == H).
+      other attributes: as `RNNLayer`. No dropout ever touches the recurrent connections.
     """
 
     vocab_size: int
@@ -41,10 +48,28 @@ class RNNModel(nn.Module):
     unroll: int = 1
     dtype: Any = jnp.float32
     lstm_impl: str = "auto"
+    embed_dim: int = 0
+    embed_dropout: float = 0.0
+    output_dropout: float = 0.0
+    tie_embeddings: bool = False
 
     logits_layout = "time_major"  # a class constant, not a field: see `training`
 
     def setup(self):
+        E, H = self.embed_dim, self.num_hiddens
+        if E < 0 or (E == 0 and (self.tie_embeddings or self.embed_dropout)):
+            raise ValueError("tie_embeddings and embed_dropout need embed_dim > 0")
+        if self.tie_embeddings and E != H:
+            raise ValueError(f"tie_embeddings needs embed_dim == num_hiddens ({E} vs {H})")
+        inits = initializers(self.initializer, self.init_scale, self.num_hiddens)
+        if self.embed_dim:
+            self.embed = nn.Embed(
+                self.vocab_size,
+                self.embed_dim,
+                embedding_init=inits.get("kernel_init", nn.linear.default_embed_init),
+            )
+        self.embed_drop = nn.Dropout(self.embed_dropout)
+        self.output_drop = nn.Dropout(self.output_dropout)
         self.rnn = RNNLayer(
             cell=self.cell,
             num_hiddens=self.num_hiddens,
@@ -58,11 +83,11 @@ class RNNModel(nn.Module):
             dtype=self.dtype,
             lstm_impl=self.lstm_impl,
         )
-        self.dense = nn.Dense(
-            self.vocab_size,
-            dtype=self.dtype,
-            **head_initializers(self.initializer, self.init_scale, self.num_hiddens),
-        )
+        head = head_initializers(self.initializer, self.init_scale, self.num_hiddens)
+        if self.tie_embeddings:
+            self.head_bias = self.param("head_bias", head["bias_init"], (self.vocab_size,))
+        else:
+            self.dense = nn.Dense(self.vocab_size, dtype=self.dtype, **head)
 
     def __call__(
         self, tokens: jax.Array, state: State, deterministic: bool = True
@@ -72,15 +97,23 @@ class RNNModel(nn.Module):
         Args:
           tokens: int `[B, T]` token ids, as the data iterators yield them.
           state: `[L, B, H]` (LSTM: a pair of them).
-          deterministic: False applies dropout between layers (needs the `dropout` rng).
+          deterministic: False applies the dropouts (needs the `dropout` rng).
 
         Returns:
           `(logits, state)`: float32 logits `[T * B, V]` in time-major order
           (row t * B + b is step t of sequence b, matching `Y.T.reshape(-1)`)
           and the final state.
         """
-        outputs, state = self.rnn(tokens.T, state, deterministic)  # ids stand for one-hots
-        logits = self.dense(outputs.reshape(-1, outputs.shape[-1]))
+        x = tokens.T  # time-major; without an embedding the ids stand for their one-hots
+        if self.embed_dim:
+            x = self.embed_drop(self.embed(x), deterministic=deterministic)
+        outputs, state = self.rnn(x, state, deterministic)
+        outputs = self.output_drop(outputs, deterministic=deterministic)
+        outputs = outputs.reshape(-1, outputs.shape[-1])
+        if self.tie_embeddings:
+            logits = self.embed.attend(outputs) + self.head_bias
+        else:
+            logits = self.dense(outputs)
         return logits.astype(jnp.float32), state
 
     def begin_state(self, batch_size: int) -> State:

@@ -97,7 +97,8 @@ def train_and_evaluate(
     the table and returns its rows. Keeps no checkpoints."""
     validate(config)
     seeds, lrs, clips = members_from_trials(config, trials)
-    corpus, _, vocab = load_data(config)
+    loaded = load_data(config)
+    corpus, vocab = loaded.train, loaded.vocab
     model = model_from_config(config, len(vocab))
     states = create_population(model, seeds, lrs, clips, config.batch_size, config.num_steps)
     begin_state = model.begin_state(config.batch_size)

@@ -48,9 +48,31 @@ class TrainState(train_state.TrainState):
     logits_layout: str = struct.field(pytree_node=False)
 
 
-def make_optimizer(lr: float, clip: float) -> optax.GradientTransformation:
-    """The book's updater: clip by global L2 norm `clip`, then SGD with rate `lr`."""
+def make_optimizer(lr, clip: float) -> optax.GradientTransformation:
+    """The book's updater: clip by global L2 norm `clip`, then SGD with rate `lr` (a number,
+    or an optax schedule of the step)."""
     return optax.chain(optax.clip_by_global_norm(clip), optax.sgd(lr))
+
+
+def epoch_decay(lr: float, decay: float, decay_after: int, steps_per_epoch: int):
+    """Zaremba et al.'s schedule: `lr * decay ** max(epoch + 1 - decay_after, 0)` in epoch
+    0, 1, ... (epoch = step // steps_per_epoch), as an optax schedule."""
+
+    def schedule(step):
+        epoch = step // steps_per_epoch
+        return lr * decay ** jnp.maximum(epoch + 1 - decay_after, 0).astype(jnp.float32)
+
+    return schedule
+
+
+def config_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int = 1):
+    """The optimizer `config` describes: clipped SGD, its rate decayed per epoch if
+    `config.lr_decay` is set (not 1)."""
+    decay = config.get("lr_decay", 1.0)
+    if decay == 1.0:
+        return make_optimizer(config.lr, config.clip)
+    schedule = epoch_decay(config.lr, decay, config.decay_after, steps_per_epoch)
+    return make_optimizer(schedule, config.clip)
 
 
 def _contract_error(model, problem: str) -> ValueError:
@@ -125,21 +147,27 @@ def create_train_state(
     )
 
 
-def initial_train_state(model: RNNModel, config: ml_collections.ConfigDict) -> TrainState:
-    """The train state a run of `config` starts from (parameters drawn from `config.seed`)."""
+def initial_train_state(
+    model: RNNModel, config: ml_collections.ConfigDict, steps_per_epoch: int = 1
+) -> TrainState:
+    """The train state a run of `config` starts from (parameters drawn from `config.seed`;
+    `steps_per_epoch` for a learning-rate schedule)."""
     return create_train_state(
         model,
         jax.random.key(config.seed),
-        config.lr,
-        config.clip,
+        None,
+        None,
         config.batch_size,
         config.num_steps,
+        tx=config_optimizer(config, steps_per_epoch),
     )
 
 
-def abstract_train_state(model: RNNModel, config: ml_collections.ConfigDict) -> TrainState:
+def abstract_train_state(
+    model: RNNModel, config: ml_collections.ConfigDict, steps_per_epoch: int = 1
+) -> TrainState:
     """The train state's structure, shapes and dtypes for `config`, allocating nothing."""
-    return jax.eval_shape(lambda: initial_train_state(model, config))
+    return jax.eval_shape(lambda: initial_train_state(model, config, steps_per_epoch))
 
 
 def loss_fn(

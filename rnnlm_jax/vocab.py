@@ -1,5 +1,6 @@
 """Text -> tokens -> ids and back: the book's cleaning and tokenizer, and a `Vocab` that knows
-how its text was cleaned and split, and saves and loads itself as JSON."""
+how its text was cleaned and split (and whether line ends are `<eos>` words), and saves and
+loads itself as JSON."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ TOKEN_TYPES = ("char", "word")
 # `book`: d2l's `read_time_machine` (runs of non-letters -> one space, strip, lowercase);
 # `none`: the lines as they are.
 CLEANINGS = ("book", "none")
+EOS = "<eos>"  # the word that marks a line end in word-level corpora (PTB's convention)
+NEWLINE = "\n"  # and the character that does in character-level ones
 
 
 def clean_lines(text: str, cleaning: str = "book") -> list[str]:
@@ -43,8 +46,10 @@ class Vocab:
 
     Tokens are sorted by descending count with ties in first-occurrence order;
     tokens seen fewer than `min_freq` times are left out and map to `<unk>`. The vocab also
-    remembers how text becomes its tokens (`cleaning`, `token`), so `encode` turns new text
-    into ids exactly as the training text was, and `save` / `load` keep all of it.
+    remembers how text becomes its tokens (`cleaning`, `token`, and `eos`: line ends are
+    tokens, the word `<eos>` as in PTB or the character `\\n`), so `encode` turns new text into ids
+    exactly as the training text was, and `save` / `load` keep all of it. `unk` is the id of
+    `<unk>` (0 unless a vocab built elsewhere, such as PTB's, puts it elsewhere).
     """
 
     def __init__(
@@ -54,12 +59,13 @@ class Vocab:
         reserved_tokens: Sequence[str] = (),
         token: str = "char",
         cleaning: str = "book",
+        eos: bool = False,
     ):
         if token not in TOKEN_TYPES:
             raise ValueError(f"unknown token type {token!r}; expected one of {TOKEN_TYPES}")
         if cleaning not in CLEANINGS:
             raise ValueError(f"unknown cleaning {cleaning!r}; expected one of {CLEANINGS}")
-        self.token, self.cleaning = token, cleaning
+        self.token, self.cleaning, self.eos = token, cleaning, eos
         flat = [t for line in tokens for t in line] if _is_nested(tokens) else list(tokens)
         counter = collections.Counter(flat)
         self.token_freqs = sorted(counter.items(), key=lambda kv: kv[1], reverse=True)
@@ -75,10 +81,14 @@ class Vocab:
 
     @classmethod
     def from_tokens_list(
-        cls, idx_to_token: Sequence[str], token: str = "char", cleaning: str = "book"
+        cls,
+        idx_to_token: Sequence[str],
+        token: str = "char",
+        cleaning: str = "book",
+        eos: bool = False,
     ) -> Vocab:
-        """Rebuilds a vocab from its `idx_to_token` list (e.g. read back from JSON)."""
-        vocab = cls(token=token, cleaning=cleaning)
+        """A vocab with exactly this `idx_to_token` list (e.g. read back from JSON)."""
+        vocab = cls(token=token, cleaning=cleaning, eos=eos)
         vocab.idx_to_token = list(idx_to_token)
         vocab.token_to_idx = {t: i for i, t in enumerate(vocab.idx_to_token)}
         return vocab
@@ -100,11 +110,23 @@ class Vocab:
 
     @property
     def unk(self) -> int:
-        return 0
+        return self.token_to_idx.get("<unk>", 0)
 
     def tokens_of(self, text: str) -> list[str]:
-        """`text` cleaned and split as the training text was, all lines joined."""
-        return [t for line in tokenize(clean_lines(text, self.cleaning), self.token) for t in line]
+        """`text` cleaned and split as the training text was, all lines joined (with `eos`,
+        every newline is a token: the word `<eos>`, as PTB's `text.replace("\\n", " <eos> ")
+        .split()`, or the character `\\n`)."""
+        if not self.eos:
+            lines = tokenize(clean_lines(text, self.cleaning), self.token)
+            return [t for line in lines for t in line]
+        pieces = text.split("\n")  # the last piece is what follows the last newline
+        tokens = []
+        for i, piece in enumerate(pieces):
+            line = piece if self.cleaning == "none" or not piece else clean_lines(piece)[0]
+            tokens += tokenize([line], self.token)[0]
+            if i < len(pieces) - 1:
+                tokens.append(EOS if self.token == "word" else NEWLINE)
+        return tokens
 
     def encode(self, text: str) -> np.ndarray:
         """`text` as int32 ids, cleaned and split as the training text was (unknown -> 0)."""
@@ -120,7 +142,12 @@ class Vocab:
         return (" " if self.token == "word" else "").join(tokens)
 
     def to_json(self) -> dict:
-        return {"token": self.token, "cleaning": self.cleaning, "idx_to_token": self.idx_to_token}
+        return {
+            "token": self.token,
+            "cleaning": self.cleaning,
+            "eos": self.eos,
+            "idx_to_token": self.idx_to_token,
+        }
 
     @classmethod
     def from_json(cls, obj, token: str = "char") -> Vocab:
@@ -128,7 +155,9 @@ class Vocab:
         knew its token type) is read with `token` and the book's cleaning."""
         if isinstance(obj, list):
             return cls.from_tokens_list(obj, token)
-        return cls.from_tokens_list(obj["idx_to_token"], obj["token"], obj["cleaning"])
+        return cls.from_tokens_list(
+            obj["idx_to_token"], obj["token"], obj["cleaning"], obj.get("eos", False)
+        )
 
     def save(self, path: str | Path) -> None:
         """Writes the vocab as JSON (atomically: a reader never sees half a file)."""

@@ -58,7 +58,8 @@ def test_word_model_speaks_words(tmp_path):
 
 def test_validation_perplexity_is_held_out(tmp_path, corpus_vocab):
     config = timemachine.get_config("val,smoke")
-    train, val, vocab = experiment.load_data(config)
+    loaded = experiment.load_data(config)
+    train, val = loaded.train, loaded.valid
     assert len(train) == config.max_tokens and len(val) == config.num_val
     full = experiment.data.load_corpus(
         experiment.data.find_time_machine().read_text(), "char", config.max_tokens + 50

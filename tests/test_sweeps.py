@@ -115,7 +115,8 @@ def test_a_whole_sweep_through_submitit_and_its_summary(tmp_path):
 
 def test_population_members_equal_their_individual_runs():
     config = timemachine.get_config("smoke")
-    corpus, _, vocab = load_data(config)
+    loaded = load_data(config)
+    corpus, vocab = loaded.train, loaded.vocab
     model = model_from_config(config, len(vocab))
     seeds, lrs, clips = [0, 1, 2], [0.5, 1.0, 2.0], [1.0, 0.5, 0.1]
     B, T = config.batch_size, config.num_steps
