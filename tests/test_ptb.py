@@ -199,3 +199,20 @@ def test_resumed_ptb_run_is_bit_identical(tmp_path):
     r = run_main(*common, f"--workdir={resumed}")
     assert r.returncode == 0 and "resuming" in r.stdout, r.stderr
     assert_states_equal(final_state(straight)[0], final_state(resumed)[0])
+
+
+def test_tied_embeddings_share_the_head_kernel():
+    model = RNNModel(30, "lstm", num_hiddens=6, embed_dim=6, tie_embeddings=True)
+    tokens = jnp.ones((2, 3), jnp.int32)
+    params = model.init(jax.random.key(0), tokens, model.begin_state(2))["params"]
+    assert "dense" not in params and params["head_bias"].shape == (30,)
+    logits, _ = model.apply({"params": params}, tokens, model.begin_state(2))
+    assert logits.shape == (6, 30)
+    grads = jax.grad(lambda p: model.apply({"params": p}, tokens, model.begin_state(2))[0].sum())(
+        params
+    )
+    assert float(jnp.abs(grads["embed"]["embedding"]).sum()) > 0
+    with pytest.raises(ValueError, match="embed_dim == num_hiddens"):
+        RNNModel(30, num_hiddens=6, embed_dim=4, tie_embeddings=True).init(
+            jax.random.key(0), tokens, model.begin_state(2)
+        )
