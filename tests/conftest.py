@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 os.environ.setdefault("RNNLM_JAX_DATA_DIR", str(SHARED_DATA))
+DATA_DIR = Path(os.environ["RNNLM_JAX_DATA_DIR"])  # holds timemachine.txt and ptb/
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import SHARED_DATA
+from conftest import DATA_DIR
 from test_main import run_main
 
 from configs import ptb as ptb_config
@@ -23,7 +23,7 @@ OFFLINE = "http://127.0.0.1:9/ptb.{split}.txt"
 
 @pytest.fixture(scope="module")
 def ptb():
-    return corpora.load_ptb(str(SHARED_DATA), url=OFFLINE)
+    return corpora.load_ptb(str(DATA_DIR), url=OFFLINE)
 
 
 def test_reader_facts(ptb):
@@ -32,7 +32,7 @@ def test_reader_facts(ptb):
     vocab = ptb.vocab
     assert vocab.token == "word" and vocab.eos and vocab.cleaning == "none"
     assert vocab.idx_to_token[:3] == ["the", "<unk>", "<eos>"]  # sorted by (-count, word)
-    first = (SHARED_DATA / "ptb" / "ptb.train.txt").read_text().splitlines()[0].split()
+    first = (DATA_DIR / "ptb" / "ptb.train.txt").read_text().splitlines()[0].split()
     assert vocab.to_tokens(ptb.train[: len(first) + 1]) == first + ["<eos>"]
     assert vocab.unk == vocab["<unk>"] == 1 and vocab["never-seen-word"] == 1
 
@@ -121,7 +121,7 @@ def test_tiny_run_validation_falls_and_test_is_reported(tmp_path):
     r = run_main(
         "--config=configs/ptb.py:smoke",
         f"--workdir={workdir}",
-        f"--config.data_dir={SHARED_DATA}",
+        f"--config.data_dir={DATA_DIR}",
         f"--config.data_url={OFFLINE}",
     )
     assert r.returncode == 0, r.stderr
@@ -143,7 +143,7 @@ def test_tiny_run_validation_falls_and_test_is_reported(tmp_path):
 def test_missing_or_wrong_ptb_file_is_one_line_and_status_1(tmp_path, problem):
     (tmp_path / "ptb").mkdir()
     for split in ("train", "valid", "test"):
-        shutil.copy(SHARED_DATA / "ptb" / f"ptb.{split}.txt", tmp_path / "ptb")
+        shutil.copy(DATA_DIR / "ptb" / f"ptb.{split}.txt", tmp_path / "ptb")
     if problem == "missing":
         (tmp_path / "ptb" / "ptb.valid.txt").unlink()
     else:
@@ -190,7 +190,7 @@ def test_resumed_ptb_run_is_bit_identical(tmp_path):
 
     common = [
         "--config=configs/ptb.py:smoke",
-        f"--config.data_dir={SHARED_DATA}",
+        f"--config.data_dir={DATA_DIR}",
         f"--config.data_url={OFFLINE}",
     ]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
