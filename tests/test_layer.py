@@ -38,8 +38,7 @@ def _mask(t_axis=0):
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
-@pytest.mark.parametrize("custom_vjp", [True, False])
-@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("custom_vjp, bidirectional", [(True, False), (True, True), (False, True)])
 def test_padded_batch_matches_each_unpadded_sequence(cell, custom_vjp, bidirectional):
     layer = _layer(cell, custom_vjp=custom_vjp, bidirectional=bidirectional, num_layers=2)
     x = _inputs()

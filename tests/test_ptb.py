@@ -116,14 +116,22 @@ def test_dropout_only_on_embeddings_between_layers_and_outputs():
     np.testing.assert_allclose(deterministic, same, rtol=1e-6)
 
 
-def test_tiny_run_validation_falls_and_test_is_reported(tmp_path):
-    workdir = tmp_path / "run"
-    r = run_main(
-        "--config=configs/ptb.py:smoke",
-        f"--workdir={workdir}",
-        f"--config.data_dir={DATA_DIR}",
-        f"--config.data_url={OFFLINE}",
-    )
+SMOKE = [
+    "--config=configs/ptb.py:smoke",
+    f"--config.data_dir={DATA_DIR}",
+    f"--config.data_url={OFFLINE}",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A 3-epoch smoke run: `(workdir, main.py's result)`."""
+    workdir = tmp_path_factory.mktemp("ptb") / "run"
+    return workdir, run_main(*SMOKE, f"--workdir={workdir}")
+
+
+def test_tiny_run_validation_falls_and_test_is_reported(tiny_run):
+    workdir, r = tiny_run
     assert r.returncode == 0, r.stderr
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 3
@@ -183,20 +191,14 @@ def test_any_text_corpus(tmp_path):
     assert booked.vocab.to_tokens(booked.train[:16]) == list("one fish two fis")
 
 
-def test_resumed_ptb_run_is_bit_identical(tmp_path):
+def test_resumed_ptb_run_is_bit_identical(tiny_run, tmp_path):
     """The schedule and the from-token-0 reader survive a restart: 2 epochs, then 3, in one
     workdir, equal 3 straight."""
     from test_checkpoints import assert_states_equal, final_state
 
-    common = [
-        "--config=configs/ptb.py:smoke",
-        f"--config.data_dir={DATA_DIR}",
-        f"--config.data_url={OFFLINE}",
-    ]
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    assert run_main(*common, f"--workdir={straight}").returncode == 0
-    assert run_main(*common, f"--workdir={resumed}", "--config.num_epochs=2").returncode == 0
-    r = run_main(*common, f"--workdir={resumed}")
+    straight, resumed = tiny_run[0], tmp_path / "resumed"
+    assert run_main(*SMOKE, f"--workdir={resumed}", "--config.num_epochs=2").returncode == 0
+    r = run_main(*SMOKE, f"--workdir={resumed}")
     assert r.returncode == 0 and "resuming" in r.stdout, r.stderr
     assert_states_equal(final_state(straight)[0], final_state(resumed)[0])
 
