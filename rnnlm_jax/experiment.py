@@ -233,7 +233,7 @@ def _train_epochs(config, workdir, model, vocab, corpus, state, manager, start_e
                 v = jax.device_get(training.evaluate(state, *val_batches, begin_state))
                 record["val_perplexity"] = math.exp(float(v["loss_sum"] / v["num_tokens"]))
             done = epoch + 1 == config.num_epochs
-            if done and corpus.test is not None and parallel.is_main_process():
+            if done and corpus.test is not None:  # every process: the params are global arrays
                 # Batch 1, the state carried through the whole test text: one compiled scan.
                 log_probs = scoring.token_log_probs(model, state.params, corpus.test)
                 record["test_perplexity"] = math.exp(-float(jax.numpy.mean(log_probs)))
