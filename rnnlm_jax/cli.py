@@ -3,6 +3,7 @@ an exit status (2: bad flags, config or value; 1: data, checkpoint or training e
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections.abc import Callable
@@ -16,9 +17,8 @@ from rnnlm_jax.checkpoints import CheckpointError, load_trained
 from rnnlm_jax.configuration import ConfigError
 from rnnlm_jax.data import DataError
 from rnnlm_jax.experiment import TrainingError, train_and_evaluate
-
-# Exit status after a signal asked the run to stop (and its checkpoint was saved).
-SIGNAL_EXIT = {"SIGTERM": 0, "SIGINT": 130}
+from rnnlm_jax.preemption import EXIT_STATUS
+from rnnlm_jax.workdir import WorkdirError, WorkdirInUse
 
 
 def fail(message: str, status: int) -> None:
@@ -44,6 +44,8 @@ def parse_flags(argv: list[str]) -> list[str]:
         fail(f"unknown config field {field!r}: the config file defines no such field", status=2)
     except Exception as e:
         fail(f"bad flags: {_last_line(e)}", status=2)
+    if flags.FLAGS.workdir:  # a flag's `~` is not expanded by the shell
+        flags.FLAGS.workdir = os.path.expanduser(flags.FLAGS.workdir)
     if flags.FLAGS.mode in ("sample", "summary", "score"):
         if not flags.FLAGS.workdir:
             fail(f"--mode={flags.FLAGS.mode} needs --workdir", status=2)
@@ -55,9 +57,11 @@ def parse_flags(argv: list[str]) -> list[str]:
         except Exception as e:
             filename = config_flags.get_config_filename(flags.FLAGS["config"])
             fail(f"cannot load --config={filename}: {_last_line(e)}", status=2)
-    # Quiet by default (no INFO lines from JAX's backend probing); --verbosity=0 restores them.
+    # Quiet by default: no INFO lines from JAX's backend probing, and no tracebacks that
+    # Orbax's save threads log before the error reaches `run` as one line; --verbosity=0
+    # restores them.
     if not any(a.startswith(("--verbosity", "-v=", "--v=")) for a in argv):
-        flags.FLAGS.verbosity = -1
+        flags.FLAGS.verbosity = -3
     return rest
 
 
@@ -95,7 +99,7 @@ def train(config, workdir: str, config_name: str = "", sweep_index: int | None =
         return
     result = train_and_evaluate(config, workdir)
     if result["stopped_by"]:
-        sys.exit(SIGNAL_EXIT[result["stopped_by"]])
+        sys.exit(EXIT_STATUS[result["stopped_by"]])
 
 
 def sweep(config, config_name: str, workdir: str, argv: list[str], slurm: dict, wait) -> None:
@@ -183,13 +187,43 @@ def score(workdir: str, text: str | None, text_file: str | None, per_token: bool
     )
 
 
+def _out_of_memory(error: BaseException) -> bool:
+    """Whether `error` is an allocation that failed (XLA's RESOURCE_EXHAUSTED, or NumPy's)."""
+    text = str(error)
+    return isinstance(error, MemoryError) or "RESOURCE_EXHAUSTED" in text or "Out of memory" in text
+
+
+def _disk_full(error: BaseException) -> bool:
+    """Whether `error` is a write to a full disk (an `OSError`, or tensorstore's in Orbax)."""
+    return getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in str(error)
+
+
+def _quiet_excepthook(*exc) -> None:
+    """Tracebacks that native callbacks print on their own (tensorstore's, inside Orbax's
+    save threads, after a failed write) are dropped: the error reaches `run` as one line."""
+
+
 def run(job: Callable[[], None]) -> None:
     """Runs `job`, turning the project's errors into one line and a non-zero status."""
+    quiet = flags.FLAGS.is_parsed() and flags.FLAGS.verbosity < -1  # the default: no logs
+    previous, sys.excepthook = sys.excepthook, (_quiet_excepthook if quiet else sys.excepthook)
     try:
         job()
-    except ConfigError as e:
+    except (ConfigError, WorkdirError) as e:
         fail(e, status=2)
-    except (DataError, TrainingError, CheckpointError) as e:
+    except (DataError, TrainingError, CheckpointError, WorkdirInUse) as e:
         fail(e, status=1)
     except KeyboardInterrupt:
         fail("interrupted", status=130)
+    except Exception as e:
+        if _disk_full(e):
+            fail("no space left on device; the workdir keeps its last complete checkpoint", 1)
+        if isinstance(e, OSError):
+            where = f" ({e.filename})" if e.filename else ""
+            fail(f"{e.strerror or _last_line(e)}{where}", 1)
+        if _out_of_memory(e):
+            hint = "try a smaller model, batch or num_preds"
+            fail(f"out of memory: {_last_line(e)[:200]} ({hint})", status=1)
+        raise
+    finally:
+        sys.excepthook = previous

@@ -36,8 +36,33 @@ def _at_least(config, field: str, low, kind=int) -> None:
     )
 
 
+# The fields every text job reads (the others have defaults: `config.get`).
+REQUIRED = (
+    "batch_size", "num_steps", "num_hiddens", "num_layers", "num_epochs", "lr", "clip",
+    "cell", "initializer", "init_scale", "token", "min_freq", "partition", "dtype",
+    "custom_vjp", "unroll", "seed", "max_tokens", "num_val", "num_preds", "prefixes",
+    "log_every_epochs", "checkpoint_every_epochs", "max_to_keep",
+)  # fmt: skip
+# The time machine corpus also reads these.
+REQUIRED_TIMEMACHINE = ("data_file", "data_dir", "data_url")
+MAX_SEED = 2**32 - 1  # JAX's and NumPy's seeds are 32-bit
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raises `ConfigError` (one line, naming the field) for a value the run cannot use."""
+    needed = REQUIRED + (
+        REQUIRED_TIMEMACHINE if config.get("corpus", "timemachine") == "timemachine" else ()
+    )
+    missing = [field for field in needed if field not in config]
+    _check(
+        not missing,
+        f"the config defines no {', '.join(missing)} (get_config() must set every field a run "
+        "reads; see configs/timemachine.py)",
+    )
+    _check(
+        isinstance(config.seed, int) and config.seed <= MAX_SEED,
+        f"config.seed={config.seed!r} must be an integer in [0, {MAX_SEED}]",
+    )
     for field in ("batch_size", "num_steps", "num_hiddens", "num_layers", "num_epochs"):
         _at_least(config, field, 1)
     for field in ("log_every_epochs", "unroll", "checkpoint_every_epochs", "max_to_keep"):

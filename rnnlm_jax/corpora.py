@@ -80,6 +80,8 @@ def find_ptb(data_dir: str = "", url: str = PTB_URL, timeout: float = 30.0) -> d
         try:
             data.download(url.format(split=split), path, PTB_SHA1[split], timeout)
             paths[split] = path
+        except data.DownloadStopped:
+            raise
         except (urllib.error.URLError, OSError, ValueError, DataError):
             problems.append(f"ptb.{split}.txt {found}")
     if problems:

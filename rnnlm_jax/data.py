@@ -8,9 +8,13 @@ Data flows one way: file -> lines -> tokens -> `Vocab` (`rnnlm_jax.vocab`) -> co
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import signal
 import tempfile
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -18,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnlm_jax import files
 from rnnlm_jax.vocab import TOKEN_TYPES, Vocab, clean_lines, tokenize  # noqa: F401
 
 TIME_MACHINE_URL = "http://d2l-data.s3-accelerate.amazonaws.com/timemachine.txt"
@@ -46,22 +51,60 @@ def sha1_of(path: Path) -> str:
         return hashlib.sha1(f.read()).hexdigest()
 
 
-def download(url: str, dest: Path, sha1: str, timeout: float) -> None:
-    """Downloads `url` to `dest` atomically: a temporary file, verified, then renamed."""
+class _Interrupted(Exception):
+    pass
+
+
+class DownloadStopped(DataError):
+    """A signal stopped a download (its temporary file was removed)."""
+
+
+@contextlib.contextmanager
+def _signals_interrupt():
+    """SIGTERM (and SIGINT) raise inside the block, so its `finally` clauses run (a
+    download's temporary file is removed) instead of the process dying mid-write."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise _Interrupted(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def download(url: str, dest: Path, sha1: str, timeout: float, max_seconds: float = 600.0) -> None:
+    """Downloads `url` to `dest` atomically: a temporary file, verified, then renamed.
+
+    `timeout` bounds each network wait, `max_seconds` the whole download. A signal, an error
+    or a wrong SHA-1 leaves no file behind (`DataError`); the file gets the user's umask.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + max_seconds
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as resp:
-            digest = hashlib.sha1()
-            while chunk := resp.read(1 << 16):
-                digest.update(chunk)
-                f.write(chunk)
+        with _signals_interrupt():
+            os.fchmod(fd, 0o666 & ~files.umask())
+            with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as resp:
+                digest = hashlib.sha1()
+                while chunk := resp.read(1 << 16):
+                    digest.update(chunk)
+                    f.write(chunk)
+                    if time.monotonic() > deadline:
+                        raise DataError(f"downloading {url} took over {max_seconds:.0f} s")
         if digest.hexdigest() != sha1:
             raise DataError(
                 f"downloaded {url} has SHA-1 {digest.hexdigest()}, expected {sha1}; "
                 "nothing was saved"
             )
         os.replace(tmp, dest)
+    except _Interrupted as e:
+        raise DownloadStopped(f"downloading {url} was stopped by {e}; nothing was saved") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

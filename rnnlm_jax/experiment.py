@@ -8,7 +8,9 @@ the checkpoint holds the whole train state.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ import ml_collections
 import numpy as np
 
 from rnnlm_jax import checkpoints, corpora, data, metrics, parallel, scoring, training
+from rnnlm_jax import workdir as workdirs
 from rnnlm_jax.configuration import ConfigError, model_from_config, validate
 from rnnlm_jax.files import write_json_atomic
 from rnnlm_jax.generation import predict
@@ -85,57 +88,112 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     problem = parallel.check_divisible(config.batch_size)
     if problem:
         raise ConfigError(f"config.{problem}")
-    workdir = Path(workdir)
+    workdir = workdirs.resolve(workdir)
+    workdirs.check(workdir)
+    corpus = load_data(config)  # before anything is made: a data error leaves no workdir
+    created = not workdir.exists()
     main_process = parallel.is_main_process()
-    start_epoch = checkpoints.latest_epoch(workdir) or 0
-    changed = {}
-    if start_epoch:
-        changed = checkpoints.check_compatible(checkpoints.read_config(workdir), config)
-    corpus = load_data(config)
-    vocab = corpus.vocab
-    saved_vocab = checkpoints.read_vocab(workdir, config.token) if start_epoch else None
-    if saved_vocab is not None and saved_vocab.idx_to_token != vocab.idx_to_token:
-        raise ConfigError("the data gives another vocab than the one the checkpoint was made with")
-
-    workdir.mkdir(parents=True, exist_ok=True)
     if main_process:
-        write_json_atomic(workdir / checkpoints.CONFIG_FILE, config.to_dict())
-        vocab.save(workdir / checkpoints.VOCAB_FILE)
+        workdirs.make(workdir)
+    # From here a signal stops the run: at once while there is nothing to save (compilation,
+    # the first epoch), after the current epoch with a checkpoint saved once there is.
+    try:
+        with StopRequest() as stop, _hold(workdir, main_process):
+            result = _run(config, workdir, corpus, main_process, stop)
+    except BaseException:
+        if created and main_process and workdir.is_dir() and not any(workdir.iterdir()):
+            workdir.rmdir()  # a run that failed before writing anything leaves nothing
+        raise
+    return result
+
+
+@contextlib.contextmanager
+def _hold(workdir: Path, main_process: bool):
+    """Process 0 holds the workdir (`workdir.hold`); in a multi-process run the others learn
+    whether it could, and stop with it if not."""
+    with contextlib.ExitStack() as stack:
+        error = None
+        if main_process:
+            try:
+                stack.enter_context(workdirs.hold(workdir))
+            except workdirs.WorkdirInUse as e:
+                error = e
+        if jax.process_count() > 1 and not parallel.agree(error is None):
+            raise error or workdirs.WorkdirInUse(f"{workdir} is in use by another run")
+        if error:
+            raise error
+        yield
+
+
+def device_memory() -> int | None:
+    """Bytes of memory the first device can use (the host's RAM for a CPU), or None."""
+    device = jax.devices()[0]
+    if device.platform == "cpu":
+        try:
+            return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError):
+            return None
+    stats = device.memory_stats() or {}
+    return stats.get("bytes_limit")
+
+
+def _check_fits(config, abstract_state) -> None:
+    """`ConfigError` for a model whose parameters, their gradients and the optimizer's state
+    alone would not fit in the device's memory (rather than an allocation failing later)."""
+    state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract_state))
+    params = sum(x.size for x in jax.tree.leaves(abstract_state.params))
+    available = device_memory()
+    if available and 2 * state_bytes > available:
+        raise ConfigError(
+            f"a model of config.num_hiddens={config.num_hiddens}, config.num_layers="
+            f"{config.num_layers} has {params:,} parameters: {2 * state_bytes / 2**30:,.1f} GiB "
+            f"with their gradients, more than the device's {available / 2**30:,.1f} GiB"
+        )
+
+
+def _run(config, workdir: Path, corpus: corpora.Corpus, main_process: bool, stop: StopRequest):
+    """`train_and_evaluate` once the workdir is held: resume or start, train, report."""
+    vocab = corpus.vocab
     model = model_from_config(config, len(vocab))
     steps = steps_per_epoch(config, len(corpus.train))
+    _check_fits(config, training.abstract_train_state(model, config, steps))
     mesh = parallel.data_mesh()
     replicated = parallel.replicated(mesh)
-    manager = checkpoints.make_manager(workdir, config.max_to_keep)
-    # Signals are held from here until every save has finished, so none can cut one short.
-    with StopRequest() as stop:
-        try:
-            if start_epoch:
-                abstract_state = jax.tree.map(
-                    lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
-                    training.abstract_train_state(model, config, steps),
-                )
-                state, _ = checkpoints.restore(workdir, abstract_state, start_epoch)
-                notes = "".join(f", {k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
-                print(f"resuming {workdir} after epoch {start_epoch}{notes}", flush=True)
-            else:  # Every process computes the same replicated initial state.
-                state = jax.jit(
-                    lambda: training.initial_train_state(model, config, steps),
-                    out_shardings=replicated,
-                )()
-            state, logger, stopped_by = _train_epochs(
-                config,
-                workdir,
-                model,
-                vocab,
-                corpus,
-                state,
-                manager,
-                start_epoch,
-                stop,
-                mesh,
+    start_epoch, changed, skipped = 0, {}, []
+    if checkpoints.epochs(workdir):
+        changed = checkpoints.check_compatible(checkpoints.read_config(workdir), config)
+        saved_vocab = checkpoints.read_vocab(workdir, config.token)
+        if saved_vocab.idx_to_token != vocab.idx_to_token:
+            raise ConfigError(
+                "the data gives another vocab than the one the checkpoint was made with"
             )
-        finally:
-            manager.wait_until_finished()  # every exit path: no half-written checkpoint is left
+        abstract_state = jax.tree.map(
+            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
+            training.abstract_train_state(model, config, steps),
+        )
+        state, meta, skipped = checkpoints.restore_good(workdir, abstract_state)
+        start_epoch = meta["epoch"]
+        notes = "".join(f", {k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
+        print(f"resuming {workdir} after epoch {start_epoch}{notes}", flush=True)
+    else:  # Every process computes the same replicated initial state.
+        state = jax.jit(
+            lambda: training.initial_train_state(model, config, steps),
+            out_shardings=replicated,
+        )()
+    # Only a run that trains writes: a finished run (or one refused above) changes nothing.
+    trains = start_epoch < config.num_epochs
+    if trains and main_process:
+        checkpoints.set_aside(workdir, skipped)
+        write_json_atomic(workdir / checkpoints.CONFIG_FILE, config.to_dict())
+        vocab.save(workdir / checkpoints.VOCAB_FILE)
+    manager = checkpoints.make_manager(workdir, config.max_to_keep) if trains else None
+    try:
+        state, logger, stopped_by = _train_epochs(
+            config, workdir, model, vocab, corpus, state, manager, start_epoch, stop, mesh
+        )
+    finally:
+        if manager is not None:
+            manager.wait_until_finished()  # every exit path: no half-written checkpoint
             manager.close()
 
     history = logger.history
@@ -145,7 +203,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     timed = this_process[1:] or this_process or history[1:]
     tokens = sum(r["tokens_per_sec"] * r["seconds"] for r in timed)
     seconds = sum(r["seconds"] for r in timed)
-    if history and main_process:
+    if history and main_process and trains:
         keys = [k for k in ("perplexity", "val_perplexity", "test_perplexity") if k in history[-1]]
         metrics.plot_perplexity(history, workdir / "perplexity.png", keys)
     result = {
@@ -200,11 +258,14 @@ def _train_epochs(config, workdir, model, vocab, corpus, state, manager, start_e
     if corpus.valid is not None:
         val = data.eval_batches(corpus.valid, config.batch_size, config.num_steps)
         val_batches = split(val, axis=1)  # [N, B, T]
-    logger = metrics.MetricsLogger(workdir, start_epoch, write=parallel.is_main_process())
+    trains = start_epoch < config.num_epochs
+    logger = metrics.MetricsLogger(
+        workdir, start_epoch, write=parallel.is_main_process() and trains
+    )
     # The best-by-validation checkpoint, kept beside the latest ones in <workdir>/best.
     # (Single-process runs only: a second Orbax manager hangs a multi-process run's saves.)
     best_manager = None
-    if val_batches is not None and jax.process_count() == 1:
+    if val_batches is not None and jax.process_count() == 1 and trains:
         best_manager = checkpoints.make_manager(workdir, 1, checkpoints.BEST_DIR)
     vals = [r["val_perplexity"] for r in logger.history if "val_perplexity" in r]
     best = min(vals, default=math.inf)
@@ -228,15 +289,18 @@ def _train_epochs(config, workdir, model, vocab, corpus, state, manager, start_e
             )
             m = {k: float(v) for k, v in jax.device_get(m).items()}  # one transfer
             seconds = time.perf_counter() - start
-            record = _epoch_record(epoch + 1, m, seconds)
+            record = _epoch_record(epoch + 1, m, seconds, len(vocab))
+            stop.arm()  # from now on a signal saves this epoch's state before stopping
             if val_batches is not None:
                 v = jax.device_get(training.evaluate(state, *val_batches, begin_state))
-                record["val_perplexity"] = math.exp(float(v["loss_sum"] / v["num_tokens"]))
+                record["val_perplexity"] = metrics.perplexity(
+                    float(v["loss_sum"] / v["num_tokens"])
+                )
             done = epoch + 1 == config.num_epochs
             if done and corpus.test is not None:  # every process: the params are global arrays
                 # Batch 1, the state carried through the whole test text: one compiled scan.
                 log_probs = scoring.token_log_probs(model, state.params, corpus.test)
-                record["test_perplexity"] = math.exp(-float(jax.numpy.mean(log_probs)))
+                record["test_perplexity"] = metrics.perplexity(-float(jax.numpy.mean(log_probs)))
             logger.write(record)
             progress.update(record)
             if (epoch + 1) % config.log_every_epochs == 0:
@@ -261,15 +325,20 @@ def _train_epochs(config, workdir, model, vocab, corpus, state, manager, start_e
     return state, logger, stopped_by
 
 
-def _epoch_record(epoch: int, m: dict[str, float], seconds: float) -> dict[str, Any]:
+def _epoch_record(epoch: int, m: dict[str, float], seconds: float, vocab_size: int):
+    """The epoch's metrics record; `TrainingError` if the training loss diverged: not finite,
+    or far above a uniform guess's log(V) (over max(2 log V, log V + 5): a perplexity no run
+    that learns reaches; an lr of 100 gives 1e59), checked before anything is derived from it."""
     mean_loss = m["loss_sum"] / m["num_tokens"]
-    if not math.isfinite(mean_loss):
+    uniform = math.log(max(vocab_size, 2))
+    if not (math.isfinite(mean_loss) and mean_loss <= max(2 * uniform, uniform + 5)):
         raise TrainingError(
-            f"the loss became {mean_loss} in epoch {epoch}; stopping (try a smaller lr or clip)"
+            f"the training loss became {mean_loss:.6g} in epoch {epoch} (a uniform guess: "
+            f"{uniform:.3g}): training diverged; try a smaller lr or clip"
         )
     return {
         "epoch": epoch,
-        "perplexity": math.exp(mean_loss),
+        "perplexity": metrics.perplexity(mean_loss),
         "loss": mean_loss,
         "grad_norm": m["grad_norm"],
         "tokens_per_sec": m["num_tokens"] / seconds,

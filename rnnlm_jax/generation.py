@@ -10,6 +10,7 @@ separated by spaces.
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -96,6 +97,11 @@ def predict(
     return sample(params, prefix, num_preds, vocab, model, temperature=0.0, token=token)[0]
 
 
+# Tokens one call generates at most (num_preds x num_samples), and continuations at once.
+MAX_PREDS = 10_000_000
+MAX_SAMPLES = 100_000
+
+
 def sample(
     params,
     prefix: str,
@@ -112,12 +118,25 @@ def sample(
     """`num_samples` continuations of `prefix` (temperature 0: greedy, all the same).
 
     Raises:
-      ValueError: for an empty prefix or a negative `num_preds`, `temperature`, `top_k`.
+      ValueError: for an empty prefix, a `num_preds` outside [0, MAX_PREDS], a `temperature`
+        that is not a finite number >= 0, a negative `top_k`, `num_samples` outside
+        [1, MAX_SAMPLES] or a `seed` outside [0, 2**32).
     """
-    if num_preds < 0:
-        raise ValueError(f"num_preds must be >= 0, got {num_preds}")
-    if temperature < 0 or top_k < 0 or num_samples < 1:
-        raise ValueError("temperature and top_k must be >= 0 and num_samples >= 1")
+    if not 0 <= num_preds <= MAX_PREDS:
+        raise ValueError(f"num_preds must be in [0, {MAX_PREDS:,}], got {num_preds}")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
+    if top_k < 0:
+        raise ValueError(f"top_k must be >= 0, got {top_k}")
+    if not 1 <= num_samples <= MAX_SAMPLES:
+        raise ValueError(f"num_samples must be in [1, {MAX_SAMPLES:,}], got {num_samples}")
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be in [0, 2**32), got {seed}")
+    if num_preds * num_samples > MAX_PREDS:
+        raise ValueError(
+            f"num_preds x num_samples = {num_preds * num_samples:,} tokens; at most "
+            f"{MAX_PREDS:,} are generated in one call"
+        )
     _check_token(vocab, token)
     if not vocab.split(prefix):
         raise ValueError("the prefix must not be empty")

@@ -3,29 +3,50 @@ perplexity plot, and a progress line."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rnnlm_jax.files import open_append, write_bytes_atomic, write_text_atomic
+
 METRICS_FILE = "metrics.jsonl"
 SCALARS = ("perplexity", "val_perplexity", "test_perplexity", "tokens_per_sec", "grad_norm")
 
 
+MAX_LOSS = math.log(sys.float_info.max)  # about 709.8 nats: the largest loss with a perplexity
+
+
+def perplexity(loss: float) -> float:
+    """`exp(loss)`, inf where that overflows a float (a diverged loss)."""
+    return math.exp(loss) if loss < MAX_LOSS else math.inf
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The complete records of a JSON-lines file (a torn last line, e.g. after kill -9, is
-    dropped); [] if there is no file."""
+    """The records of a JSON-lines file ([] if there is no file). A line that is not a JSON
+    record (a torn last line after kill -9, or damage) is reported on stderr and skipped; the
+    records after it are still read."""
     path = Path(path)
     if not path.is_file():
         return []
     records = []
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+                raise ValueError("not a record with an epoch")
+        except ValueError:
+            if line.strip():
+                print(
+                    f"warning: {path} line {number} is not a JSON record; skipped it",
+                    file=sys.stderr,
+                )
+            continue
+        records.append(record)
     return records
 
 
@@ -44,8 +65,9 @@ class MetricsLogger:
         if write:
             from tensorboardX import SummaryWriter  # writes event files without TensorFlow
 
-            path.write_text("".join(json.dumps(r) + "\n" for r in self.history))
-            self._file = open(path, "a")
+            # A new file (atomically; never through a link), then appended to.
+            write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in self.history))
+            self._file = open_append(path)
             self._tb = SummaryWriter(logdir=str(workdir), purge_step=start_epoch + 1, flush_secs=10)
 
     def write(self, record: dict[str, Any]) -> None:
@@ -116,5 +138,7 @@ def plot_perplexity(
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
     plt.close(fig)
+    write_bytes_atomic(path, png.getvalue())

@@ -77,6 +77,13 @@ def check_divisible(batch_size: int) -> str | None:
     return None
 
 
+def agree(value: bool) -> bool:
+    """Process 0's `value`, on every process (a multi-process run decides as one)."""
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.int32(value)))
+
+
 def is_main_process() -> bool:
     """Process 0 writes the logs, metrics and plots; every process saves checkpoints."""
     return jax.process_index() == 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,10 @@ import ml_collections
 import numpy as np
 import optax
 
-from rnnlm_jax import data, training
+from rnnlm_jax import data, metrics, training
 from rnnlm_jax.configuration import ConfigError, model_from_config, validate
 from rnnlm_jax.experiment import load_data
+from rnnlm_jax.files import open_append, write_text_atomic
 from rnnlm_jax.models import RNNModel
 
 POPULATION_FIELDS = ("lr", "clip", "seed")
@@ -104,9 +104,10 @@ def train_and_evaluate(
     begin_state = model.begin_state(config.batch_size)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(config.to_json(indent=2) + "\n")
+    write_text_atomic(workdir / "config.json", config.to_json(indent=2) + "\n")
     rows = []
-    with open(workdir / "population.jsonl", "w") as log:
+    write_text_atomic(workdir / "population.jsonl", "")
+    with open_append(workdir / "population.jsonl") as log:
         for epoch in range(config.num_epochs):
             X_all, Y_all = population_batches(corpus, config, seeds, epoch)
             start = time.perf_counter()
@@ -117,7 +118,7 @@ def train_and_evaluate(
             seconds = time.perf_counter() - start
             rows = []
             for k in range(len(seeds)):
-                perplexity = math.exp(float(m["loss_sum"][k] / m["num_tokens"][k]))
+                perplexity = metrics.perplexity(float(m["loss_sum"][k] / m["num_tokens"][k]))
                 rows.append(
                     {
                         "member": k,
@@ -139,6 +140,6 @@ def train_and_evaluate(
             f"{r['perplexity']:.4g} |"
         )
     table = "\n".join(lines) + "\n"
-    (workdir / "population.md").write_text(table)
+    write_text_atomic(workdir / "population.md", table)
     print(table, end="")
     return rows

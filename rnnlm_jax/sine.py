@@ -24,6 +24,7 @@ import numpy as np
 import optax
 
 from rnnlm_jax.configuration import ConfigError
+from rnnlm_jax.files import write_text_atomic
 from rnnlm_jax.models import RNNLayer
 
 
@@ -164,7 +165,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     validate(config)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(config.to_json(indent=2) + "\n")
+    write_text_atomic(workdir / "config.json", config.to_json(indent=2) + "\n")
     time_axis, x = make_series(config.T, config.noise, config.seed)
     features, labels = embed(x, config.tau)
     train = (features[: config.n_train], labels[: config.n_train])
@@ -187,7 +188,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     _plot(time_axis, x, results, config, workdir)
     summary = {name: {k: v for k, v in r.items() if k != "curves"} for name, r in results.items()}
-    (workdir / "sine_results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(workdir / "sine_results.json", json.dumps(summary, indent=2) + "\n")
     header = "model  1-step(all)  1-step(test)  free-run  " + "  ".join(
         f"{k}-step" for k in config.k_steps
     )

@@ -27,6 +27,7 @@ import submitit
 
 from rnnlm_jax import metrics
 from rnnlm_jax.configuration import ConfigError
+from rnnlm_jax.files import write_text_atomic
 
 TRIAL_FILE = "trial.json"
 MAIN = Path(__file__).resolve().parents[1] / "main.py"
@@ -84,8 +85,8 @@ def trial_workdir(workdir: str | Path, config_filename: str, index: int) -> tupl
 
 def write_trial_file(workdir: Path, index: int, overrides: dict[str, Any]) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / TRIAL_FILE).write_text(
-        json.dumps({"index": index, "overrides": overrides}, indent=2) + "\n"
+    write_text_atomic(
+        workdir / TRIAL_FILE, json.dumps({"index": index, "overrides": overrides}, indent=2) + "\n"
     )
 
 
@@ -169,8 +170,8 @@ def summarize(workdir: str | Path) -> tuple[str, str]:
     for r in rows:
         lines.append("| " + " | ".join(_cell(r.get(c, "")) for c in columns) + " |")
     md_text = "\n".join(lines) + "\n"
-    (workdir / "summary.csv").write_text(csv_text)
-    (workdir / "summary.md").write_text(md_text)
+    write_text_atomic(workdir / "summary.csv", csv_text)
+    write_text_atomic(workdir / "summary.md", md_text)
     return md_text, csv_text
 
 

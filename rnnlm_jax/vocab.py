@@ -168,8 +168,8 @@ class Vocab:
         """Reads a vocab written by `save` (or a bare `idx_to_token` list, read with
         `token`). Raises `OSError` or `ValueError` for a missing or malformed file."""
         try:
-            return cls.from_json(json.loads(Path(path).read_text()), token)
-        except (KeyError, TypeError, json.JSONDecodeError) as e:
+            return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")), token)
+        except (KeyError, TypeError, AttributeError, ValueError) as e:
             raise ValueError(f"{path} is not a vocab file ({type(e).__name__}: {e})") from None
 
 

@@ -2,6 +2,7 @@
 
 import hashlib
 import http.server
+import os
 import threading
 from pathlib import Path
 
@@ -153,6 +154,9 @@ def test_download_is_verified_and_cached(text_path, served, tmp_path):
     assert path == cache / "timemachine.txt"
     assert hashlib.sha1(path.read_bytes()).hexdigest() == data.TIME_MACHINE_SHA1
     assert sorted(p.name for p in cache.iterdir()) == ["timemachine.txt"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
     # A second call uses the cached copy (the server is not asked: the url is dead).
     assert data.find_time_machine(data_dir=str(cache), url="http://127.0.0.1:9/x") == path
 
