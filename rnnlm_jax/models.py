@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rnnlm_jax.head import Dense
 from rnnlm_jax.initializers import INITS, head_initializers, initializers  # noqa: F401
 from rnnlm_jax.layer import CELLS, RNNLayer, State, zero_state  # noqa: F401
 
@@ -34,6 +35,8 @@ class RNNModel(nn.Module):
       dropout: dropout between stacked layers (`RNNLayer`'s).
       output_dropout: dropout on the last layer's outputs, before the head.
       tie_embeddings: the head's kernel is the embedding transposed (needs E == H).
+      custom_vjp: as `RNNLayer`; the Dense head too (`rnnlm_jax.head`: the same parameters,
+        float32 logits, its matmuls' operands in `dtype`). False: flax's own layers.
       other attributes: as `RNNLayer`. No dropout ever touches the recurrent connections.
     """
 
@@ -86,7 +89,9 @@ class RNNModel(nn.Module):
         head = head_initializers(self.initializer, self.init_scale, self.num_hiddens)
         if self.tie_embeddings:
             self.head_bias = self.param("head_bias", head["bias_init"], (self.vocab_size,))
-        else:
+        elif self.custom_vjp:  # the same parameters, a faster backward pass (`head`)
+            self.dense = Dense(self.vocab_size, dtype=self.dtype, **head)
+        else:  # flax's: forward-mode autodiff works through it
             self.dense = nn.Dense(self.vocab_size, dtype=self.dtype, **head)
 
     def __call__(

@@ -1,5 +1,6 @@
 """Model shapes and state structure, as the section prints them."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -129,3 +130,25 @@ def test_unroll_does_not_change_results():
         b.apply(params, tokens, b.begin_state(4))[0],
         rtol=1e-6,
     )
+
+
+@pytest.mark.parametrize("dtype, tol", [(jnp.float32, 1e-5), (jnp.bfloat16, 3e-2)])
+def test_fast_head_is_flax_dense_with_its_gradients(dtype, tol):
+    from rnnlm_jax import head
+
+    x = jax.random.normal(jax.random.key(0), (12, 8))
+    fast, flax_dense = head.Dense(30, dtype=dtype), nn.Dense(30)
+    params = flax_dense.init(jax.random.key(1), x)
+    assert jax.tree.structure(fast.init(jax.random.key(1), x)) == jax.tree.structure(params)
+    w = jax.random.normal(jax.random.key(2), (12, 30))
+
+    def loss(module, p, x):  # a loss whose cotangent differs per logit
+        return (jnp.sin(module.apply(p, x)) * w).sum()
+
+    y = fast.apply(params, x)
+    assert y.dtype == jnp.float32
+    np.testing.assert_allclose(y, flax_dense.apply(params, x), rtol=tol, atol=tol)
+    got = jax.grad(loss, argnums=(1, 2))(fast, params, x)
+    want = jax.grad(loss, argnums=(1, 2))(flax_dense, params, x)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol * 10)
