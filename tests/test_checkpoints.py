@@ -138,6 +138,7 @@ def test_kill_9_during_saves_leaves_a_restorable_workdir(tmp_path):
     proc.kill()
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
+    assert (tmp_path / ".lock").is_file()  # the dead run's lock file: it must not block
     epoch = checkpoints.latest_epoch(tmp_path)
     assert epoch is not None
     r = run(tmp_path, f"--config.num_epochs={epoch + 2}", *args)
