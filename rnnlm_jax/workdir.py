@@ -55,7 +55,7 @@ def check(workdir: Path) -> None:
     if workdir.exists() and not workdir.is_dir():
         raise WorkdirError(f"--workdir={workdir} exists and is not a folder")
     resolved = workdir.resolve()
-    if resolved.parts[1:2] in (("proc",), ("sys",), ("dev",)):
+    if resolved.parts[1:2] in (("proc",), ("sys",)):  # kernel views, not folders for files
         raise WorkdirError(
             f"--workdir={workdir} is inside /{resolved.parts[1]}, not a folder for files"
         )
