@@ -156,7 +156,8 @@ def _run(config, workdir: Path, corpus: corpora.Corpus, main_process: bool, stop
     vocab = corpus.vocab
     model = model_from_config(config, len(vocab))
     steps = steps_per_epoch(config, len(corpus.train))
-    _check_fits(config, training.abstract_train_state(model, config, steps))
+    abstract_state = training.abstract_train_state(model, config, steps)  # traced once
+    _check_fits(config, abstract_state)
     mesh = parallel.data_mesh()
     replicated = parallel.replicated(mesh)
     start_epoch, changed, skipped = 0, {}, []
@@ -167,11 +168,10 @@ def _run(config, workdir: Path, corpus: corpora.Corpus, main_process: bool, stop
             raise ConfigError(
                 "the data gives another vocab than the one the checkpoint was made with"
             )
-        abstract_state = jax.tree.map(
-            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
-            training.abstract_train_state(model, config, steps),
+        replicated_state = jax.tree.map(
+            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), abstract_state
         )
-        state, meta, skipped = checkpoints.restore_good(workdir, abstract_state)
+        state, meta, skipped = checkpoints.restore_good(workdir, replicated_state)
         start_epoch = meta["epoch"]
         notes = "".join(f", {k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
         print(f"resuming {workdir} after epoch {start_epoch}{notes}", flush=True)

@@ -16,8 +16,6 @@ from rnnlm_jax.files import open_append, write_bytes_atomic, write_text_atomic
 
 METRICS_FILE = "metrics.jsonl"
 SCALARS = ("perplexity", "val_perplexity", "test_perplexity", "tokens_per_sec", "grad_norm")
-
-
 MAX_LOSS = math.log(sys.float_info.max)  # about 709.8 nats: the largest loss with a perplexity
 
 
