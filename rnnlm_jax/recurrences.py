@@ -91,7 +91,8 @@ tanh_rnn.defvjp(_tanh_fwd, _tanh_bwd)
 #   h' = (1 - z) * n + z * h
 # Every gradient of a step is `d = dL/dh'` times a factor of the forward's values alone, so the
 # factors are computed for all T steps at once before the reverse loop, and the loop is only
-#   d = dy + dh,  dh_prev = d * z + (U * d) @ W^T   (U: the three factors of `dL/d(h W)`).
+#   d = dy + dh,  dxp = U * [d, d, d],  dh_prev = d * z + (dxp * [1, 1, r]) @ W^T
+# (U: the factors of `dL/dxp`; r takes xn's gradient to that of `h W_hn + b_hn`).
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
@@ -121,24 +122,23 @@ def _gru_fwd(xp, h0, W, b_hn, dtype, unroll):
 def _gru_bwd(dtype, unroll, residuals, cotangents):
     h0, hs, acts, W = residuals
     d_last, d_hs = cotangents
-    T, B, H = hs.shape
+    H = hs.shape[-1]
     W_T = W.T.astype(dtype)  # transposed once, outside the loop
     r, z, n, un = (acts[:, :, k] for k in range(4))
     h_prev = _previous(h0, hs)
     dn = (1.0 - z) * (1.0 - n * n)  # d(xn + r * un) / dh'
-    dr = dn * un * r * (1.0 - r)
-    dz = (h_prev - n) * z * (1.0 - z)
-    U = jnp.stack([dr, dz, dn * r], axis=2)  # d(h W + [0, 0, b_hn]) / dh', [T, B, 3, H]
+    # d(xp) / dh' for r, z, n, and the factor that takes d(xp) to d(h W + [0, 0, b_hn]).
+    U = jnp.concatenate([dn * un * r * (1.0 - r), (h_prev - n) * z * (1.0 - z), dn], axis=-1)
+    R = jnp.concatenate([jnp.ones_like(r), jnp.ones_like(r), r], axis=-1)
 
     def step(dh, inputs):
-        dy, U_t, z_t = inputs
+        dy, U_t, R_t, z_t = inputs
         d = dy + dh
-        du = (U_t * d[:, None]).reshape(B, 3 * H)
-        return d * z_t + matmul(du, W_T, dtype), d
+        dxp_t = U_t * jnp.concatenate([d, d, d], axis=-1)
+        return d * z_t + matmul(dxp_t * R_t, W_T, dtype), dxp_t
 
-    dh0, D = jax.lax.scan(step, d_last, (d_hs, U, z), reverse=True, unroll=unroll)
-    dU = (U * D[:, :, None]).reshape(T, B, 3 * H)
-    dxp = jnp.concatenate([dU[..., : 2 * H], (dn * D)], axis=-1)
+    dh0, dxp = jax.lax.scan(step, d_last, (d_hs, U, R, z), reverse=True, unroll=unroll)
+    dU = dxp * R
     return dxp, dh0, _weight_grad(h_prev, dU, dtype), dU[..., 2 * H :].sum(axis=(0, 1))
 
 
@@ -150,8 +150,10 @@ gru.defvjp(_gru_fwd, _gru_bwd)
 #   h' = o * tanh(c')
 # As for the GRU, the gate gradients are `dc` (i, f, g) or `d` (o) times factors of the forward's
 # values, computed for all steps before the reverse loop, which is only
-#   d = dy + dh,  dc = dc + dcy + d * o (1 - tanh(c)^2),  dh_prev = (P * [dc, dc, dc, d]) @ W^T,
-#   dc_prev = dc * f.
+#   dc = dc + dcy + dh * o (1 - tanh(c)^2),  dxp = P * [dc, dc, dc, dy + dh],  dh_prev = dxp @ W^T,
+#   dc_prev = dc * f
+# (dcy: the outputs' own cotangents' share of dc', also computed beforehand). The loop emits
+# dxp itself, so nothing is left to compute per step after it.
 
 # tanh(s a) for the gates on axis 1: sigmoid for i, f, o. (numpy: importing creates no array.)
 _LSTM_SCALE = np.array([0.5, 0.5, 1.0, 0.5], np.float32)[:, None]
@@ -186,31 +188,28 @@ def _lstm_fwd(xp, carry, W, dtype, unroll):
 def _lstm_bwd(dtype, unroll, residuals, cotangents):
     c0, h0, hs, cs, ts, W = residuals
     (dc_last, dh_last), (d_cs, d_hs) = cotangents
-    T, B, H = hs.shape
     W_T = W.T.astype(dtype)  # transposed once, outside the loop
     i, f, o = (0.5 * ts[:, :, k] + 0.5 for k in (0, 1, 3))
     g = ts[:, :, 2]
     tc = jnp.tanh(cs)
+    # d(pre-activation) / dc for i, f, g and / dh' for o: [T, B, 4H]
     c_prev = _previous(c0, cs)
-    # d(pre-activation) / dc for i, f, g and / dh' for o: [T, B, 4, H]
-    P = jnp.stack(
-        [g * i * (1.0 - i), c_prev * f * (1.0 - f), i * (1.0 - g * g), tc * o * (1.0 - o)], axis=2
+    P = jnp.concatenate(
+        [g * i * (1.0 - i), c_prev * f * (1.0 - f), i * (1.0 - g * g), tc * o * (1.0 - o)], axis=-1
     )
     Q = o * (1.0 - tc * tc)  # dc' / dh'
-    is_o = jnp.arange(4)[:, None] == 3
+    dcy = d_cs + d_hs * Q  # what the outputs' cotangents add to dc'
 
     def step(carry, inputs):
         dh, dc = carry
-        dy, dcy, P_t, Q_t, f_t = inputs
-        d = dy + dh
-        dc = dc + dcy + d * Q_t
-        da = (P_t * jnp.where(is_o, d[:, None], dc[:, None])).reshape(B, 4 * H)
-        return (matmul(da, W_T, dtype), dc * f_t), (d, dc)
+        dy, dcy_t, P_t, Q_t, f_t = inputs
+        dc = dc + dcy_t + dh * Q_t
+        dxp_t = P_t * jnp.concatenate([dc, dc, dc, dy + dh], axis=-1)
+        return (matmul(dxp_t, W_T, dtype), dc * f_t), dxp_t
 
-    (dh0, dc0), (D, DC) = jax.lax.scan(
-        step, (dh_last, dc_last), (d_hs, d_cs, P, Q, f), reverse=True, unroll=unroll
+    (dh0, dc0), dxp = jax.lax.scan(
+        step, (dh_last, dc_last), (d_hs, dcy, P, Q, f), reverse=True, unroll=unroll
     )
-    dxp = (P * jnp.where(is_o, D[:, :, None], DC[:, :, None])).reshape(T, B, 4 * H)
     return dxp, (dc0, dh0), _weight_grad(_previous(h0, hs), dxp, dtype)
 
 

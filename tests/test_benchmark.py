@@ -22,3 +22,27 @@ def test_benchmark_runs_tiny(tmp_path):
         assert cell["train_tokens_per_sec_median"] > 0 and cell["compile_s"] > 0
         assert cell["generate_compiled_s"] > 0 and cell["generate_loop_s"] > 0
     assert results["peak_rss_mib"] > 0
+
+
+def test_dot_floor_runs_tiny():
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "dot_floor.py"),
+            "--cells=rnn,lstm:2",
+            "--hidden=16",
+            "--batch=4",
+            "--steps=3",
+            "--vocab=5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout.strip().splitlines()[-1])
+    assert [(row["cell"], row["layers"]) for row in rows] == [("rnn", 1), ("lstm", 2)]
+    for row in rows:
+        assert row["minibatch_ms"] > row["chain_ms"] > 0
+        assert row["max_tokens_per_sec"] == 4 * 3 / row["minibatch_ms"] * 1e3
+    assert rows[0]["input_projection_ms"] == 0.0 and rows[1]["input_projection_ms"] > 0
