@@ -1,6 +1,6 @@
 r"""Reproduces the README's exercise results: its tables, and the plots in docs/.
 
-    python benchmarks/exercises.py            # about 10 minutes on a 2-core CPU
+    python benchmarks/exercises.py            # about 25 minutes on a 2-core CPU
     python benchmarks/exercises.py --quick    # 20 epochs each, to check the script runs
 
 Runs, each with `configs/timemachine.py` (or `configs/sine.py`) and the seed budget of 500

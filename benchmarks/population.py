@@ -3,6 +3,7 @@ same K runs one after another, seed configuration, same epochs.
 
     python benchmarks/population.py            # K = 16, 10 epochs each, about a minute
     python benchmarks/population.py --members=4 --epochs=3 --hidden=32   # seconds
+    python benchmarks/population.py --cell=lstm   # the same for the GRU or the LSTM
 
 Both sides are timed after compilation (one warm-up epoch each); the speedup is total
 tokens/sec of the population over total tokens/sec of the sequential runs.
@@ -32,10 +33,12 @@ def main():
     p.add_argument("--members", type=int, default=16)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--cell", default="rnn", choices=("rnn", "gru", "lstm"))
     p.add_argument("--out", default="")
     args = p.parse_args()
     config = timemachine.get_config()
     config.num_hiddens = args.hidden
+    config.cell = args.cell
     loaded = load_data(config)
     corpus, vocab = loaded.train, loaded.vocab
     model = model_from_config(config, len(vocab))
@@ -73,14 +76,15 @@ def main():
         "members": K,
         "epochs": args.epochs,
         "hidden": args.hidden,
+        "cell": args.cell,
         "device": str(jax.devices()[0]),
         "population_tokens_per_sec": pop_rate,
         "sequential_tokens_per_sec": seq_rate,
         "speedup": pop_rate / seq_rate,
     }
     print(
-        f"K={K}: population {pop_rate:,.0f} tokens/sec, sequential {seq_rate:,.0f} tokens/sec, "
-        f"speedup {pop_rate / seq_rate:.2f}x"
+        f"{args.cell}, K={K}: population {pop_rate:,.0f} tokens/sec, "
+        f"sequential {seq_rate:,.0f} tokens/sec, speedup {pop_rate / seq_rate:.2f}x"
     )
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -19,7 +19,9 @@ from rnnlm_jax.generation import predict, sample
 from rnnlm_jax.models import RNNLayer
 
 
-@pytest.mark.parametrize("variant", ["val", "overfit", "deep", "word", "random", "gru", "lstm"])
+@pytest.mark.parametrize(
+    "variant", ["val", "overfit", "deep", "word", "random", "gru", "lstm", "deep_lstm"]
+)
 def test_every_variant_trains(variant, tmp_path):
     config = timemachine.get_config(f"{variant},smoke")
     result = experiment.train_and_evaluate(config, str(tmp_path))
@@ -43,6 +45,27 @@ def test_variants_set_what_they_promise():
     assert seed.num_val == 0 and seed.dropout == 0.0 and seed.partition == "sequential"
     with pytest.raises(ValueError, match="unknown variant"):
         timemachine.get_config("nope")
+
+
+def test_chapter9_variants_use_their_recipes():
+    """Section 9.1-9.3 as the README's chapter 9 table runs them (book: lr 1, lr 2 for the
+    2-layer LSTM, 500 epochs, the seed's data and clipping)."""
+    recipes = {
+        "gru": ("gru", 1, 1.0, "pytorch"),
+        "lstm": ("lstm", 1, 1.0, "flax"),
+        "deep_lstm": ("lstm", 2, 2.0, "flax"),
+    }
+    seed = timemachine.get_config()
+    for variant, (cell, layers, lr, init) in recipes.items():
+        c = timemachine.get_config(variant)
+        assert (c.cell, c.num_layers, c.lr, c.initializer) == (cell, layers, lr, init)
+        assert (c.num_epochs, c.clip, c.num_hiddens, c.batch_size, c.num_steps) == (
+            seed.num_epochs,
+            seed.clip,
+            seed.num_hiddens,
+            seed.batch_size,
+            seed.num_steps,
+        )
 
 
 def test_word_model_speaks_words(tmp_path):
