@@ -192,8 +192,8 @@ def _lstm_bwd(dtype, unroll, residuals, cotangents):
     i, f, o = (0.5 * ts[:, :, k] + 0.5 for k in (0, 1, 3))
     g = ts[:, :, 2]
     tc = jnp.tanh(cs)
-    # d(pre-activation) / dc for i, f, g and / dh' for o: [T, B, 4H]
     c_prev = _previous(c0, cs)
+    # d(pre-activation) / dc for i, f, g and / dh' for o: [T, B, 4H]
     P = jnp.concatenate(
         [g * i * (1.0 - i), c_prev * f * (1.0 - f), i * (1.0 - g * g), tc * o * (1.0 - o)], axis=-1
     )
