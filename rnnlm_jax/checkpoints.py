@@ -33,6 +33,7 @@ import ml_collections
 
 from rnnlm_jax import workdir as workdirs
 from rnnlm_jax.configuration import ConfigError, model_from_config
+from rnnlm_jax.fields import fill_defaults
 from rnnlm_jax.files import write_json_atomic
 from rnnlm_jax.models import RNNModel
 from rnnlm_jax.training import abstract_train_state
@@ -297,6 +298,8 @@ def load_trained(workdir: str | Path, epoch: int | None = None):
         raise CheckpointError(f"--workdir={workdir} is not a folder")
     config = read_config(workdir)
     vocab = read_vocab(workdir, config.get("token", "char"))
+    with contextlib.suppress(TypeError, ValueError):
+        config = fill_defaults(config)  # an older workdir's config lacks the newer fields
     try:
         model: RNNModel = model_from_config(config, len(vocab))
         abstract = abstract_train_state(model, config)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from rnnlm_jax.configuration import ConfigError
 from rnnlm_jax.data import DataError
 from rnnlm_jax.experiment import TrainingError, train_and_evaluate
 from rnnlm_jax.preemption import EXIT_STATUS
+from rnnlm_jax.sources import read_text
 from rnnlm_jax.workdir import WorkdirError, WorkdirInUse
 
 
@@ -40,8 +42,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     except flags.Error as e:
         fail(_last_line(e), status=2)
     except (AttributeError, KeyError) as e:  # An override of a field the config does not have.
-        field = str(e.args[0] if e.args else e).strip("'\"")
-        fail(f"unknown config field {field!r}: the config file defines no such field", status=2)
+        fail(_unknown_override(argv, e), status=2)
     except Exception as e:
         fail(f"bad flags: {_last_line(e)}", status=2)
     if flags.FLAGS.workdir:  # a flag's `~` is not expanded by the shell
@@ -63,6 +64,24 @@ def parse_flags(argv: list[str]) -> list[str]:
     if not any(a.startswith(("--verbosity", "-v=", "--v=")) for a in argv):
         flags.FLAGS.verbosity = -3
     return rest
+
+
+def _unknown_override(argv: list[str], error: BaseException) -> str:
+    """The one-line message for a `--config.X=` override that ml_collections refused (a
+    field the config does not have), or for a config file that failed to load."""
+    text = str(error)
+    if "get_config" in text:
+        return f"cannot load the config file: it defines no get_config() ({_last_line(error)})"
+    overrides = [a.split("=", 1)[0] for a in argv if a.startswith("--config.")]
+    for flag in overrides:
+        leaf = flag.rsplit(".", 1)[-1]
+        if re.search(rf"[\"'\\]{re.escape(leaf)}[\"'\\]", text):
+            near = re.search(r'Did you mean "([^"]+)"', text)
+            hint = f"; did you mean --config.{near.group(1)}?" if near else ""
+            return (
+                f"unknown config field {leaf!r} ({flag}=): the config defines no such field{hint}"
+            )
+    return f"bad --config override: {_last_line(error)}"
 
 
 def start_processes(coordinator_address, num_processes, process_id) -> None:
@@ -118,6 +137,7 @@ def sweep(config, config_name: str, workdir: str, argv: list[str], slurm: dict, 
         "--array_par",
         "--wait",
         "--nowait",
+        "--cluster",
         "--sweep_index",
         "--workdir",
         "--config=",
@@ -164,13 +184,12 @@ def sample(workdir: str, prefix: str, num_preds: int, **sampling) -> None:
 def score(workdir: str, text: str | None, text_file: str | None, per_token: bool) -> None:
     """Prints the perplexity (and bits per character) of `text` or the file `text_file` under
     the workdir's latest checkpoint; `per_token`: first each token and its log-probability."""
-    if (text is None) == (text_file is None):
-        raise ConfigError("--mode=score needs one of --text or --text_file")
+    if text is not None and text_file is not None:
+        raise ConfigError("--mode=score takes --text or --text_file, not both")
+    if text is None and text_file is None:
+        raise ConfigError("--mode=score needs --text=... or --text_file=PATH")
     if text_file is not None:
-        try:
-            text = Path(text_file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise DataError(f"cannot read --text_file={text_file}: {_last_line(e)}") from None
+        text = read_text(text_file, "--text_file")
     model, params, vocab, _ = load_trained(workdir)
     try:
         result = scoring.score(model, params, vocab, text)
@@ -182,7 +201,8 @@ def score(workdir: str, text: str | None, text_file: str | None, per_token: bool
     bpc = result.bits_per_char
     print(
         f"perplexity {result.perplexity:.4f} over {result.num_scored} {vocab.token} tokens"
-        + (f" ({bpc:.4f} bits per character)" if bpc is not None else ""),
+        + (f" ({bpc:.4f} bits per character)" if bpc is not None else "")
+        + f"; the first token, {result.tokens[0]!r}, is context only (not scored)",
         flush=True,
     )
 

@@ -1,4 +1,4 @@
-"""The Time Machine data: find or download the text, make the corpus and its minibatches.
+"""The Time Machine data: the corpus and its minibatches (files come from `sources`).
 
 Data flows one way: file -> lines -> tokens -> `Vocab` (`rnnlm_jax.vocab`) -> corpus ids ->
 `(batch_size, num_steps)` int32 minibatches, exactly as d2l 0.17 does it
@@ -8,162 +8,39 @@ Data flows one way: file -> lines -> tokens -> `Vocab` (`rnnlm_jax.vocab`) -> co
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import os
-import signal
-import tempfile
-import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 
-from rnnlm_jax import files
+from rnnlm_jax.sources import (  # noqa: F401  (the names data's users know)
+    DATA_DIR_ENV,
+    TIME_MACHINE_SHA1,
+    DataError,
+    DownloadStopped,
+    default_data_dir,
+    download,
+    find_time_machine,
+    sha1_of,
+)
 from rnnlm_jax.vocab import TOKEN_TYPES, Vocab, clean_lines, tokenize  # noqa: F401
 
-TIME_MACHINE_URL = "http://d2l-data.s3-accelerate.amazonaws.com/timemachine.txt"
-TIME_MACHINE_SHA1 = "090b5e7e70c295757f55df93cb0a180b9691891a"
-TIME_MACHINE_FILE = "timemachine.txt"
-DATA_DIR_ENV = "RNNLM_JAX_DATA_DIR"
 PARTITIONS = ("sequential", "random")
-
-
-class DataError(Exception):
-    """The data cannot be found, downloaded, verified or batched; the message says why."""
-
-
-# ----------------------------------------------------------------------------
-# Finding the file.
-
-
-def default_data_dir() -> Path:
-    """`$RNNLM_JAX_DATA_DIR` if set, else `~/.cache/rnnlm_jax`."""
-    env = os.environ.get(DATA_DIR_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "rnnlm_jax"
-
-
-def sha1_of(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha1(f.read()).hexdigest()
-
-
-class _Interrupted(Exception):
-    pass
-
-
-class DownloadStopped(DataError):
-    """A signal stopped a download (its temporary file was removed)."""
-
-
-@contextlib.contextmanager
-def _signals_interrupt():
-    """SIGTERM (and SIGINT) raise inside the block, so its `finally` clauses run (a
-    download's temporary file is removed) instead of the process dying mid-write."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise _Interrupted(signal.Signals(signum).name)
-
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def download(url: str, dest: Path, sha1: str, timeout: float, max_seconds: float = 600.0) -> None:
-    """Downloads `url` to `dest` atomically: a temporary file, verified, then renamed.
-
-    `timeout` bounds each network wait, `max_seconds` the whole download. A signal, an error
-    or a wrong SHA-1 leaves no file behind (`DataError`); the file gets the user's umask.
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + max_seconds
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with _signals_interrupt():
-            os.fchmod(fd, 0o666 & ~files.umask())
-            with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as resp:
-                digest = hashlib.sha1()
-                while chunk := resp.read(1 << 16):
-                    digest.update(chunk)
-                    f.write(chunk)
-                    if time.monotonic() > deadline:
-                        raise DataError(f"downloading {url} took over {max_seconds:.0f} s")
-        if digest.hexdigest() != sha1:
-            raise DataError(
-                f"downloaded {url} has SHA-1 {digest.hexdigest()}, expected {sha1}; "
-                "nothing was saved"
-            )
-        os.replace(tmp, dest)
-    except _Interrupted as e:
-        raise DownloadStopped(f"downloading {url} was stopped by {e}; nothing was saved") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def find_time_machine(
-    data_file: str = "",
-    data_dir: str = "",
-    url: str = TIME_MACHINE_URL,
-    sha1: str = TIME_MACHINE_SHA1,
-    timeout: float = 30.0,
-) -> Path:
-    """Returns the path of a verified copy of `timemachine.txt`.
-
-    Order: an explicit `data_file` wins (it must exist and match the SHA-1);
-    else `<data_dir>/timemachine.txt`, where `data_dir` defaults to
-    `$RNNLM_JAX_DATA_DIR` or `~/.cache/rnnlm_jax`; a file there with the right
-    SHA-1 is used as is, otherwise the text is downloaded from `url` into
-    that directory (atomically, so a failed download never leaves a file
-    that passes for the data).
-
-    Raises:
-      DataError: with a one-line message saying how to provide the file.
-    """
-    if data_file:
-        path = Path(data_file).expanduser()
-        if not path.is_file():
-            raise DataError(f"data_file {path} does not exist")
-        if sha1_of(path) != sha1:
-            raise DataError(f"data_file {path} does not have the SHA-1 {sha1} of The Time Machine")
-        return path
-    directory = Path(data_dir).expanduser() if data_dir else default_data_dir()
-    path = directory / TIME_MACHINE_FILE
-    if path.is_file() and sha1_of(path) == sha1:
-        return path
-    try:
-        download(url, path, sha1, timeout)
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = getattr(e, "reason", e)
-        raise DataError(
-            f"cannot download {url} ({reason}); copy timemachine.txt (SHA-1 {sha1}) into "
-            f"{directory}, or set ${DATA_DIR_ENV} to a folder holding it, "
-            f"or pass --config.data_file=PATH"
-        ) from None
-    return path
 
 
 # ----------------------------------------------------------------------------
 # Text -> corpus ids.
 
 
-def load_corpus(text: str, token: str = "char", max_tokens: int = -1, min_freq: int = 0):
+def load_corpus(
+    text: str, token: str = "char", max_tokens: int = -1, min_freq: int = 0, cleaning="book"
+):
     """Returns `(corpus, vocab)`: the int32 ids of all lines joined with no separator.
 
     As in the book the vocab is built from the whole text and the corpus is
     then truncated to the first `max_tokens` tokens (all of it if `<= 0`).
     """
-    tokens = tokenize(clean_lines(text), token)
-    vocab = Vocab(tokens, min_freq=min_freq, token=token)
+    tokens = tokenize(clean_lines(text, cleaning), token)
+    vocab = Vocab(tokens, min_freq=min_freq, token=token, cleaning=cleaning)
     flat = [t for line in tokens for t in line]
     if max_tokens > 0:
         flat = flat[:max_tokens]

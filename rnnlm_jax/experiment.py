@@ -22,6 +22,7 @@ import numpy as np
 from rnnlm_jax import checkpoints, corpora, data, metrics, parallel, scoring, training
 from rnnlm_jax import workdir as workdirs
 from rnnlm_jax.configuration import ConfigError, model_from_config, validate
+from rnnlm_jax.fields import fill_defaults
 from rnnlm_jax.files import write_json_atomic
 from rnnlm_jax.generation import predict
 from rnnlm_jax.preemption import StopRequest
@@ -39,30 +40,34 @@ def device_name() -> str:
 def steps_per_epoch(config: ml_collections.ConfigDict, train_len: int) -> int:
     """Minibatches per epoch of `config` over a training corpus of `train_len` tokens."""
     return data.num_batches_per_epoch(
-        train_len,
-        config.batch_size,
-        config.num_steps,
-        config.partition,
-        config.get("random_offset", True),
+        train_len, config.batch_size, config.num_steps, config.partition, config.random_offset
     )
 
 
 def load_data(config: ml_collections.ConfigDict) -> corpora.Corpus:
-    """The `corpora.Corpus` of `config` (train, valid, test ids and the vocab).
+    """The `corpora.Corpus` of a validated `config` (train, valid, test ids and the vocab).
 
-    Raises `ConfigError` if the training or validation text is too short to batch.
+    Raises `ConfigError` if the training or validation text is too short to batch (a
+    `DataError` for your own text files, whose length is the data's, not the config's).
     """
     corpus = corpora.load(config)
+    own = config.corpus == "text"
+    error = data.DataError if own else ConfigError
+    where = f"{config.text_files}: " if own else ""
     if steps_per_epoch(config, len(corpus.train)) < 1:
-        raise ConfigError(
-            f"a corpus of {len(corpus.train)} tokens is too short for config.batch_size="
-            f"{config.batch_size} x config.num_steps={config.num_steps}"
+        raise error(
+            f"{where}a training text of {len(corpus.train)} tokens is too short for "
+            f"config.batch_size={config.batch_size} x config.num_steps={config.num_steps}"
         )
     valid = corpus.valid
     if valid is not None and len(valid) < config.batch_size * config.num_steps + 1:
-        raise ConfigError(
-            f"the validation text has {len(valid)} tokens, fewer than one batch_size x "
-            "num_steps minibatch (+1) needs (config.num_val for the Time Machine)"
+        hint = {
+            "text": "a larger config.valid_fraction, or 0 for no validation",
+            "timemachine": "config.num_val",
+        }.get(config.corpus, "a smaller batch_size or num_steps")
+        raise error(
+            f"{where}the validation text has {len(valid)} tokens, fewer than one "
+            f"batch_size x num_steps minibatch (+1) needs ({hint})"
         )
     return corpus
 
@@ -84,7 +89,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       messages. Nothing already in `workdir` is changed before the config, the data and the
       checkpoint are known to fit together.
     """
-    validate(config)
+    config = validate(config)
     problem = parallel.check_divisible(config.batch_size)
     if problem:
         raise ConfigError(f"config.{problem}")
@@ -161,8 +166,11 @@ def _run(config, workdir: Path, corpus: corpora.Corpus, main_process: bool, stop
     mesh = parallel.data_mesh()
     replicated = parallel.replicated(mesh)
     start_epoch, changed, skipped = 0, {}, []
+    if corpus.about:
+        print(corpus.about, flush=True)
     if checkpoints.epochs(workdir):
-        changed = checkpoints.check_compatible(checkpoints.read_config(workdir), config)
+        saved = fill_defaults(checkpoints.read_config(workdir))
+        changed = checkpoints.check_compatible(saved, config)
         saved_vocab = checkpoints.read_vocab(workdir, config.token)
         if saved_vocab.idx_to_token != vocab.idx_to_token:
             raise ConfigError(
@@ -214,7 +222,8 @@ def _run(config, workdir: Path, corpus: corpora.Corpus, main_process: bool, stop
         "val_perplexity": history[-1].get("val_perplexity") if history else None,
         "test_perplexity": history[-1].get("test_perplexity") if history else None,
         "tokens_per_sec": tokens / seconds if seconds else math.nan,
-        "train_seconds": sum(r["seconds"] for r in history),
+        "train_seconds": sum(r["seconds"] for r in this_process),
+        "epochs_trained": len(this_process),
         "stopped_by": stopped_by,
     }
     if stopped_by:
@@ -238,8 +247,20 @@ def _run(config, workdir: Path, corpus: corpora.Corpus, main_process: bool, stop
     )
     for text in result["continuations"]:
         print(text)
-    print(f"trained {config.num_epochs} epochs in {result['train_seconds']:.1f} s", flush=True)
+    print(_trained_line(start_epoch, config.num_epochs, result["train_seconds"]), flush=True)
     return result
+
+
+def _trained_line(start_epoch: int, num_epochs: int, seconds: float) -> str:
+    """What this process trained: all of it, the epochs after a resume, or nothing."""
+    if start_epoch == 0:
+        return f"trained {num_epochs} epochs in {seconds:.1f} s"
+    if start_epoch >= num_epochs:
+        return f"nothing to train: the workdir's run had already trained {start_epoch} epochs"
+    return (
+        f"trained {num_epochs - start_epoch} epochs ({start_epoch + 1}-{num_epochs}, resumed "
+        f"after epoch {start_epoch}) in {seconds:.1f} s; {num_epochs} in all"
+    )
 
 
 def _train_epochs(config, workdir, model, vocab, corpus, state, manager, start_epoch, stop, mesh):
@@ -252,7 +273,7 @@ def _train_epochs(config, workdir, model, vocab, corpus, state, manager, start_e
     def split(x, axis):  # a host array, as a global array split over the devices along `axis`
         return jax.tree.map(lambda a: parallel.global_array(np.asarray(a), mesh, axis), x)
 
-    begin_state = split(model.begin_state(config.batch_size), axis=1)  # [L, B, H]
+    begin_state = split(training.begin_state(model, config.batch_size), axis=1)  # [L, B, H]
     reset_each_batch = config.partition == "random"
     val_batches = None
     if corpus.valid is not None:
@@ -280,7 +301,7 @@ def _train_epochs(config, workdir, model, vocab, corpus, state, manager, start_e
                 config.partition,
                 config.seed,
                 epoch,
-                config.get("random_offset", True),
+                config.random_offset,
             )
             start = time.perf_counter()
             X_all, Y_all = split((X_all, Y_all), axis=1)  # one transfer per epoch

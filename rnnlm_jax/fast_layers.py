@@ -42,8 +42,12 @@ class _Dense(nn.Module):
 
     @nn.compact
     def __call__(self) -> tuple[jax.Array, jax.Array | None]:
-        kernel = self.param("kernel", self.kernel_init, (self.in_features, self.features))
-        bias = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
+        # float32 parameters whatever JAX's default dtype (jax_enable_x64 makes it float64)
+        shape = (self.in_features, self.features)
+        kernel = self.param("kernel", self.kernel_init, shape, jnp.float32)
+        bias = None
+        if self.use_bias:
+            bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
         return kernel, bias
 
 
@@ -81,6 +85,9 @@ class _FastLayer(nn.Module):
     kernel_init: Initializer = nn.linear.default_kernel_init
     recurrent_kernel_init: Initializer = nn.initializers.orthogonal()
     bias_init: Initializer = nn.initializers.zeros_init()
+    # The GRU's `in` and `hn` biases (None: bias_init); PyTorch draws them once each, where
+    # flax's single r and z biases stand for PyTorch's two (`initializers`).
+    candidate_bias_init: Initializer | None = None
     unroll: int = 1
     dtype: Any = jnp.float32
 
@@ -98,7 +105,10 @@ class _FastLayer(nn.Module):
             n_in, init = self.features, self.recurrent_kernel_init
         else:
             n_in, init = self._in_features(inputs), self.kernel_init
-        return _Dense(n_in, self.features, use_bias, init, self.bias_init, name=name)()
+        bias_init = self.bias_init
+        if name in ("in", "hn") and self.candidate_bias_init is not None:
+            bias_init = self.candidate_bias_init
+        return _Dense(n_in, self.features, use_bias, init, bias_init, name=name)()
 
     def _gates(self, names, inputs: jax.Array | None, use_bias) -> tuple[jax.Array, list]:
         """The named gates' kernels concatenated along the output axis, and their biases

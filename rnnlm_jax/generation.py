@@ -16,8 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnlm_jax.data import Vocab
 from rnnlm_jax.models import RNNModel
+from rnnlm_jax.training import begin_state, check_logits, check_model, logits_by_step
+from rnnlm_jax.vocab import Vocab
 
 
 @functools.partial(jax.jit, static_argnames=("model", "num_preds", "num_samples", "top_k"))
@@ -37,7 +38,8 @@ def sample_ids(
     chosen token back in as the next input.
 
     Args:
-      model: the `RNNModel` (static: it defines the program).
+      model: the `RNNModel`, or any module of `training`'s model contract (static: it
+        defines the program; its stated `logits_layout` is followed).
       params: its parameters (the `params` collection).
       prefix_ids: int `[n]`, n >= 1.
       num_preds: number of tokens to generate.
@@ -51,9 +53,12 @@ def sample_ids(
       int32 `[S, num_preds]`: the generated token ids.
     """
     variables = {"params": params}
+    layout = check_model(model)
     key = jax.random.key(0) if key is None else key
-    tokens = jnp.broadcast_to(prefix_ids, (num_samples, prefix_ids.shape[0]))
-    logits, state = model.apply(variables, tokens, model.begin_state(num_samples))
+    n = prefix_ids.shape[0]
+    tokens = jnp.broadcast_to(prefix_ids, (num_samples, n))
+    logits, state = model.apply(variables, tokens, begin_state(model, num_samples))
+    check_logits(logits, layout, num_samples, n)
 
     def choose(logits, key):  # logits [S, V] -> token ids [S]
         if top_k > 0:
@@ -65,10 +70,11 @@ def sample_ids(
     def step(carry, key):
         token, state = carry
         logits, state = model.apply(variables, token[:, None], state)
-        return (choose(logits, key), state), token
+        return (choose(logits_by_step(logits, layout, num_samples, 1)[0], key), state), token
 
     keys = jax.random.split(key, num_preds + 1)
-    first = choose(logits[-num_samples:], keys[0])  # the prefix's last step, every sample
+    last = logits_by_step(logits, layout, num_samples, n)[-1]  # the prefix's last step
+    first = choose(last, keys[0])
     _, generated = jax.lax.scan(step, (first, state), keys[1:])
     return generated.T
 

@@ -47,9 +47,10 @@ def initializers(init: str, init_scale: float = 0.01, num_hiddens: int = 256) ->
     `flax`: flax's defaults (LeCun-normal input kernels, orthogonal
     recurrent kernels, zero biases); `pytorch`: PyTorch's default for
     `nn.RNN/GRU/LSTM` (the book's chapter 9 PyTorch results), every weight
-    U(-k, k) with k = 1/sqrt(num_hiddens), and each recurrent bias the sum of
-    two such draws, as PyTorch's `b_ih + b_hh` (flax's cells have one bias
-    per gate; for the GRU's `n` gate PyTorch keeps two apart); `uniform`:
+    U(-k, k) with k = 1/sqrt(num_hiddens), and each bias that stands for two of
+    PyTorch's the sum of two such draws, as PyTorch's `b_ih + b_hh` (flax's cells have
+    one bias per gate); the GRU's `in` and `hn` biases, which PyTorch keeps apart (`r`
+    multiplies `W_hn h + b_hn`), are one draw each (`candidate_bias_init`); `uniform`:
     every parameter U(-init_scale, init_scale) (Zaremba et al.'s recipe).
     The Dense head's are `head_initializers`.
     """
@@ -67,5 +68,10 @@ def initializers(init: str, init_scale: float = 0.01, num_hiddens: int = 256) ->
         return dict(kernel_init=u, recurrent_kernel_init=u, bias_init=u)
     if init == "pytorch":
         u = symmetric_uniform(num_hiddens**-0.5)
-        return dict(kernel_init=u, recurrent_kernel_init=u, bias_init=_sum_of_two(u))
+        return dict(
+            kernel_init=u,
+            recurrent_kernel_init=u,
+            bias_init=_sum_of_two(u),
+            candidate_bias_init=u,
+        )
     raise ValueError(f"unknown init {init!r}; expected one of {INITS}")

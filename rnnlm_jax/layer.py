@@ -25,7 +25,36 @@ from flax.linen.recurrent import flip_sequences
 from rnnlm_jax.fast_layers import FAST_LAYERS, CudnnLSTM, resolve_lstm_impl
 from rnnlm_jax.initializers import initializers
 
-CELLS = {"rnn": nn.SimpleCell, "gru": nn.GRUCell, "lstm": nn.LSTMCell}
+
+class GRUCell(nn.GRUCell):
+    """flax's `nn.GRUCell` (same equations, same parameter tree), whose `in` and `hn`
+    biases may be drawn by their own `candidate_bias_init` (None: `bias_init`), as the
+    `pytorch` initializer needs: PyTorch keeps `b_in` and `b_hn` apart, one draw each."""
+
+    candidate_bias_init: Any = None
+
+    @nn.compact
+    def __call__(self, carry, inputs):
+        h = carry
+        dense = functools.partial(
+            nn.Dense, features=h.shape[-1], dtype=self.dtype, param_dtype=self.param_dtype
+        )
+        dense_h = functools.partial(dense, use_bias=False, kernel_init=self.recurrent_kernel_init)
+        dense_i = functools.partial(
+            dense, use_bias=True, kernel_init=self.kernel_init, bias_init=self.bias_init
+        )
+        candidate = self.candidate_bias_init or self.bias_init
+        r = self.gate_fn(dense_i(name="ir")(inputs) + dense_h(name="hr")(h))
+        z = self.gate_fn(dense_i(name="iz")(inputs) + dense_h(name="hz")(h))
+        n = self.activation_fn(
+            dense_i(name="in", bias_init=candidate)(inputs)
+            + r * dense_h(name="hn", use_bias=True, bias_init=candidate)(h)
+        )
+        new_h = (1.0 - z) * n + z * h
+        return new_h, new_h
+
+
+CELLS = {"rnn": nn.SimpleCell, "gru": GRUCell, "lstm": nn.LSTMCell}
 
 State = Any  # jax.Array [L*K, B, H], a pair of them for the LSTM, or another cell's carry tree
 

@@ -88,7 +88,9 @@ class RNNModel(nn.Module):
         )
         head = head_initializers(self.initializer, self.init_scale, self.num_hiddens)
         if self.tie_embeddings:
-            self.head_bias = self.param("head_bias", head["bias_init"], (self.vocab_size,))
+            self.head_bias = self.param(
+                "head_bias", head["bias_init"], (self.vocab_size,), jnp.float32
+            )
         elif self.custom_vjp:  # the same parameters, a faster backward pass (`head`)
             self.dense = Dense(self.vocab_size, dtype=self.dtype, **head)
         else:  # flax's: forward-mode autodiff works through it

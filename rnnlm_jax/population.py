@@ -95,13 +95,13 @@ def train_and_evaluate(
     """Trains every trial at once for `config.num_epochs`; writes `population.jsonl` (one
     line per epoch and member) and `population.md` (final metrics) into `workdir`, prints
     the table and returns its rows. Keeps no checkpoints."""
-    validate(config)
+    config = validate(config)
     seeds, lrs, clips = members_from_trials(config, trials)
     loaded = load_data(config)
     corpus, vocab = loaded.train, loaded.vocab
     model = model_from_config(config, len(vocab))
     states = create_population(model, seeds, lrs, clips, config.batch_size, config.num_steps)
-    begin_state = model.begin_state(config.batch_size)
+    begin_state = training.begin_state(model, config.batch_size)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(workdir / "config.json", config.to_json(indent=2) + "\n")

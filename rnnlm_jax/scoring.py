@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnlm_jax.training import check_logits
+from rnnlm_jax.training import begin_state, check_logits, check_model, logits_by_step
 from rnnlm_jax.vocab import Vocab
 
 CHUNK = 512  # steps per model call inside the compiled loop (bounds the logits' memory)
@@ -65,6 +65,7 @@ def token_log_probs(model, params, ids: jax.Array, chunk: int = CHUNK) -> jax.Ar
 
     `model` follows `training`'s model contract; `ids` is int `[n]`, n >= 2.
     """
+    layout = check_model(model)
     n = ids.shape[0]
     num_chunks = -(-(n - 1) // chunk)
     padded = jnp.zeros(num_chunks * chunk + 1, jnp.int32).at[:n].set(ids)
@@ -74,12 +75,12 @@ def token_log_probs(model, params, ids: jax.Array, chunk: int = CHUNK) -> jax.Ar
     def body(state, xy):
         x, y = xy
         logits, state = model.apply({"params": params}, x, state)
-        check_logits(logits, model.logits_layout, 1, chunk)
-        logits = logits.reshape(chunk, -1)  # one sequence: either layout is time order
+        check_logits(logits, layout, 1, chunk)
+        logits = logits_by_step(logits, layout, 1, chunk)[:, 0]
         log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
         return state, jnp.take_along_axis(log_probs, y.reshape(chunk, 1), axis=1)[:, 0]
 
-    _, per_chunk = jax.lax.scan(body, model.begin_state(1), (X, Y))
+    _, per_chunk = jax.lax.scan(body, begin_state(model, 1), (X, Y))
     return per_chunk.reshape(-1)[: n - 1]  # padded steps come after the text: not counted
 
 

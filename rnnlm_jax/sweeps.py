@@ -7,7 +7,9 @@ is the `:variant` of `--config`). Trial i is the locked config with override set
 `<workdir>/<name made of its overrides>`, so a preempted or requeued trial finds its
 checkpoint there and resumes. `--sweep_index=i` runs one trial (e.g. `$SLURM_ARRAY_TASK_ID`
 from your own sbatch script); `--mode=sweep` submits them all with submitit's
-`AutoExecutor` (SLURM where `sbatch` exists, local processes elsewhere).
+`AutoExecutor`: `--cluster=slurm` (sbatch), `local` (processes on this machine) or `auto`
+(submitit's choice: SLURM where `srun` exists). Each trial runs `python -m rnnlm_jax`, so an
+installed package sweeps without the repository beside it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import csv
 import importlib.util
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -30,7 +33,10 @@ from rnnlm_jax.configuration import ConfigError
 from rnnlm_jax.files import write_text_atomic
 
 TRIAL_FILE = "trial.json"
-MAIN = Path(__file__).resolve().parents[1] / "main.py"
+CLUSTERS = ("auto", "slurm", "local")
+# The folder that holds the package (a checkout's root, or site-packages): on the trials'
+# PYTHONPATH, so `python -m rnnlm_jax` finds this very package, installed or not.
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_sweep(config_filename: str) -> list[dict[str, Any]]:
@@ -91,7 +97,7 @@ def write_trial_file(workdir: Path, index: int, overrides: dict[str, Any]) -> No
 
 
 class Trial(submitit.helpers.Checkpointable):
-    """One trial as a job: `python main.py <the sweep's flags> --sweep_index=i`.
+    """One trial as a job: `python -m rnnlm_jax <the sweep's flags> --sweep_index=i`.
 
     Being `Checkpointable`, it is requeued when SLURM preempts it or its time runs out; the
     requeued command finds its checkpoint in the trial's workdir and resumes.
@@ -101,8 +107,10 @@ class Trial(submitit.helpers.Checkpointable):
         self.argv, self.index = list(argv), index
 
     def __call__(self) -> int:
-        cmd = [sys.executable, str(MAIN), *self.argv, f"--sweep_index={self.index}"]
-        return subprocess.run(cmd, check=True).returncode
+        cmd = [sys.executable, "-m", "rnnlm_jax", *self.argv, f"--sweep_index={self.index}"]
+        path = [str(PACKAGE_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
+        return subprocess.run(cmd, check=True, env=env).returncode
 
 
 def launch(
@@ -110,11 +118,16 @@ def launch(
 ) -> list:
     """Submits every trial as one job array (submitit's logs in `<workdir>/submitit`).
 
-    `slurm`: `partition`, `timeout_min`, `gpus_per_task`, `cpus_per_task`,
-    `array_parallelism`, used where SLURM runs the jobs. Waits for the jobs when they run
-    locally (or `wait` is True) and returns them.
+    `slurm`: `cluster` (auto, slurm or local), and `partition`, `timeout_min`,
+    `gpus_per_task`, `cpus_per_task`, `array_parallelism`, used where SLURM runs the jobs.
+    Waits for the jobs when they run locally (or `wait` is True) and returns them.
     """
-    executor = submitit.AutoExecutor(folder=workdir / "submitit")
+    cluster = slurm.get("cluster", "auto")
+    if cluster not in CLUSTERS:
+        raise ConfigError(f"--cluster={cluster!r} is not one of {CLUSTERS}")
+    executor = submitit.AutoExecutor(
+        folder=workdir / "submitit", cluster=None if cluster == "auto" else cluster
+    )
     params = dict(
         name=f"rnnlm_jax:{workdir.name}",
         timeout_min=slurm["timeout_min"],
@@ -160,7 +173,13 @@ def summarize(workdir: str | Path) -> tuple[str, str]:
     rows.sort(key=lambda r: r["index"])
     metric_keys = ("epoch", "perplexity", "val_perplexity", "tokens_per_sec")
     overrides = [k for r in rows for k in r if k not in ("index", "trial", *metric_keys)]
-    columns = ["index", "trial", *dict.fromkeys(overrides), *metric_keys]
+    overrides = list(dict.fromkeys(overrides))
+    for r in rows:  # a trial that leaves a swept field at its default shows that value
+        missing = [k for k in overrides if k not in r]
+        if missing:
+            ran = _trial_config(workdir / r["trial"])
+            r.update({k: ran.get(k, "") for k in missing})
+    columns = ["index", "trial", *overrides, *metric_keys]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, columns)
     writer.writeheader()
@@ -173,6 +192,14 @@ def summarize(workdir: str | Path) -> tuple[str, str]:
     write_text_atomic(workdir / "summary.csv", csv_text)
     write_text_atomic(workdir / "summary.md", md_text)
     return md_text, csv_text
+
+
+def _trial_config(trial_dir: Path) -> dict:
+    """The config a trial ran with (its `config.json`), or {} before it started."""
+    try:
+        return json.loads((trial_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
 
 
 def _cell(value) -> str:

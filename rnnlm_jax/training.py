@@ -6,9 +6,13 @@ step per minibatch; the hidden state starts at zero each epoch (each batch
 under random partitioning) and is otherwise carried over with its gradient
 stopped at the batch boundary.
 
-The model contract. Any flax module trains here (`create_train_state`, `train_step`,
-`train_epoch`, `evaluate`) if it has
-  * `begin_state(batch_size)`: the state a batch of sequences starts from (any pytree);
+The model contract. Any flax module trains, samples and scores here (`create_train_state`,
+`train_step`, `train_epoch`, `evaluate`; `generation`, `scoring`) if it has
+  * `begin_state(batch_size)`: the state a batch of sequences starts from (any pytree),
+    called on the unbound module (no parameters): write it the natural way, e.g.
+    `return RNNLayer(cell="lstm", num_hiddens=self.H).begin_state(batch_size)` (the callers
+    use `training.begin_state`, which runs it outside flax's module context, so it needs
+    no `@nn.nowrap`; it must not use parameters or submodules made in `setup`);
   * `__call__(tokens, state, deterministic=True) -> (logits, state)`, `tokens` int `[B, T]`,
     with `deterministic=False` in training (dropout draws from the `dropout` rng);
   * `logits_layout`, a class attribute stating the logits' layout, never guessed from shapes:
@@ -68,7 +72,7 @@ def epoch_decay(lr: float, decay: float, decay_after: int, steps_per_epoch: int)
 def config_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int = 1):
     """The optimizer `config` describes: clipped SGD, its rate decayed per epoch if
     `config.lr_decay` is set (not 1)."""
-    decay = config.get("lr_decay", 1.0)
+    decay = config.lr_decay
     if decay == 1.0:
         return make_optimizer(config.lr, config.clip)
     schedule = epoch_decay(config.lr, decay, config.decay_after, steps_per_epoch)
@@ -100,6 +104,24 @@ def check_model(model) -> str:
             model, "its __call__(tokens, state, deterministic=True) takes no deterministic"
         )
     return layout
+
+
+def begin_state(model, batch_size: int):
+    """`model.begin_state(batch_size)`, run outside flax's module context: flax wraps a
+    module's methods, and a submodule made inside a wrapped method of an unbound module
+    (such as `RNNLayer(...).begin_state(B)`) fails in flax with a bare `AssertionError`."""
+    method = getattr(type(model), "begin_state", None)
+    raw = getattr(method, "__wrapped__", None)  # the function flax's wrapper calls
+    if raw is None or getattr(model, "scope", None) is not None:
+        return model.begin_state(batch_size)
+    return raw(model, batch_size)
+
+
+def logits_by_step(logits, layout: str, batch_size: int, num_steps: int):
+    """Logits in either stated layout as `[T, B, V]` (step t of sequence b at `[t, b]`)."""
+    if layout == "batch_major":
+        return jnp.swapaxes(logits, 0, 1)
+    return logits.reshape(num_steps, batch_size, -1)
 
 
 def check_logits(logits, layout: str, batch_size: int, num_steps: int) -> None:
@@ -136,7 +158,7 @@ def create_train_state(
             raise ValueError("create_train_state needs lr and clip, or an optax tx")
         tx = make_optimizer(lr, clip)
     tokens = jnp.zeros((batch_size, num_steps), jnp.int32)
-    (logits, _), variables = model.init_with_output(rng, tokens, model.begin_state(batch_size))
+    (logits, _), variables = model.init_with_output(rng, tokens, begin_state(model, batch_size))
     check_logits(logits, layout, batch_size, num_steps)
     return TrainState.create(
         apply_fn=model.apply,

@@ -1,26 +1,47 @@
-"""Shared fixtures: the verified Time Machine text from the shared data folder.
+"""Shared fixtures. The suite is hermetic: the book's text comes from the package, corpora's
+pipelines run on small files the tests write, and only the tests of the real PTB and tiny
+Shakespeare files read `$RNNLM_JAX_DATA_DIR` (`.ci/run` points it at a verified copy); they
+skip, saying why, where it is unset or lacks the file.
 
-Tests never download: `$RNNLM_JAX_DATA_DIR` (set by `.ci/run`) or, failing
-that, `../shared/data` beside the checkout must hold `timemachine.txt`.
+Every test process gets a data folder of its own (empty, in a temporary folder), so no test
+reads or writes the user's `~/.cache/rnnlm_jax`, and the subprocesses the tests start
+inherit it. No test downloads: the few that exercise downloads serve files on loopback.
 """
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
 
-os.environ.setdefault("RNNLM_JAX_DATA_DIR", str(SHARED_DATA))
-DATA_DIR = Path(os.environ["RNNLM_JAX_DATA_DIR"])  # holds timemachine.txt and ptb/
+_real = os.environ.get("RNNLM_JAX_DATA_DIR")
+REAL_DATA_DIR = Path(_real) if _real else None  # the real corpora, where the runner has them
+os.environ["RNNLM_JAX_DATA_DIR"] = tempfile.mkdtemp(prefix="rnnlm_jax_test_data_")
+
+
+def real_data(relative: str) -> Path:
+    """`$RNNLM_JAX_DATA_DIR/relative` as the runner set it; skips the test where it is absent."""
+    if REAL_DATA_DIR is None:
+        pytest.skip(f"needs the real {relative}: set $RNNLM_JAX_DATA_DIR to a folder holding it")
+    path = REAL_DATA_DIR / relative
+    if not path.exists():
+        pytest.skip(f"needs the real {relative}: $RNNLM_JAX_DATA_DIR={REAL_DATA_DIR} lacks it")
+    return path
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import shutil
+
+    shutil.rmtree(os.environ["RNNLM_JAX_DATA_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def text_path() -> Path:
-    from rnnlm_jax import data
+    from rnnlm_jax import sources
 
-    return data.find_time_machine(url="http://127.0.0.1:9/unreachable")
+    return sources.packaged_time_machine()
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnlm_jax import data
+from rnnlm_jax import data, sources
 
 BOOK_CHARS = list(" etainoshrdlmucfwgypbvkxzjq")
 
@@ -119,12 +119,34 @@ def test_explicit_file_with_wrong_sha1_is_refused(tmp_path):
         data.find_time_machine(data_file=str(bad))
 
 
-def test_offline_without_file_says_how_to_provide_it(tmp_path, monkeypatch):
+def test_the_book_ships_in_the_package_and_is_found_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "empty"))
+    path = data.find_time_machine(url="http://127.0.0.1:9/timemachine.txt")
+    assert path == sources.packaged_time_machine() and path.stat().st_size == 178979
+    assert data.sha1_of(path) == data.TIME_MACHINE_SHA1
+    assert not (tmp_path / "empty").exists()  # nothing was made, nothing downloaded
+
+
+def test_a_verified_copy_in_the_data_folder_wins_over_the_package(text_path, tmp_path, monkeypatch):
+    (tmp_path / "timemachine.txt").write_bytes(text_path.read_bytes())
     monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
+    assert data.find_time_machine(url="http://127.0.0.1:9/x") == tmp_path / "timemachine.txt"
+    (tmp_path / "timemachine.txt").write_text("another text")  # a wrong copy is not used
+    assert data.find_time_machine(url="http://127.0.0.1:9/x") == sources.packaged_time_machine()
+
+
+@pytest.fixture
+def no_packaged_copy(tmp_path, monkeypatch):
+    """A stripped install: the package's copy of the book is missing."""
+    monkeypatch.setattr(sources, "packaged_time_machine", lambda: tmp_path / "absent.txt")
+
+
+def test_offline_without_any_copy_says_how_to_provide_it(tmp_path, monkeypatch, no_packaged_copy):
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "cache"))
     with pytest.raises(data.DataError, match="RNNLM_JAX_DATA_DIR") as e:
         data.find_time_machine(url="http://127.0.0.1:9/timemachine.txt", timeout=5)
     assert "\n" not in str(e.value)
-    assert list(tmp_path.iterdir()) == []
+    assert not (tmp_path / "cache").exists()  # the failed download left no folder
 
 
 @pytest.fixture
@@ -146,7 +168,7 @@ def served(tmp_path):
     server.shutdown()
 
 
-def test_download_is_verified_and_cached(text_path, served, tmp_path):
+def test_download_is_verified_and_cached(text_path, served, tmp_path, no_packaged_copy):
     root, url = served
     (root / "timemachine.txt").write_bytes(text_path.read_bytes())
     cache = tmp_path / "cache"
@@ -161,16 +183,18 @@ def test_download_is_verified_and_cached(text_path, served, tmp_path):
     assert data.find_time_machine(data_dir=str(cache), url="http://127.0.0.1:9/x") == path
 
 
-def test_corrupt_download_leaves_nothing(served, tmp_path):
+def test_corrupt_download_leaves_nothing(served, tmp_path, no_packaged_copy):
     root, url = served
     (root / "timemachine.txt").write_text("truncated")
     cache = tmp_path / "cache"
     with pytest.raises(data.DataError, match="SHA-1"):
         data.find_time_machine(data_dir=str(cache), url=f"{url}/timemachine.txt")
-    assert list(Path(cache).iterdir()) == []
+    assert not Path(cache).exists()
 
 
-def test_bad_cached_file_is_replaced_by_a_good_download(text_path, served, tmp_path):
+def test_bad_cached_file_is_replaced_by_a_good_download(
+    text_path, served, tmp_path, no_packaged_copy
+):
     root, url = served
     (root / "timemachine.txt").write_bytes(text_path.read_bytes())
     cache = tmp_path / "cache"

@@ -54,15 +54,31 @@ def test_overrides_apply(tmp_path):
 
 def test_missing_data_is_one_line_with_how_to_fix(tmp_path):
     r = run_main(
-        "--config=configs/timemachine.py:smoke",
-        "--config.data_url=http://127.0.0.1:9/timemachine.txt",
+        "--config=configs/ptb.py:smoke",
+        "--config.data_url=http://127.0.0.1:9/ptb.{split}.txt",
         f"--workdir={tmp_path / 'run'}",
         env={"RNNLM_JAX_DATA_DIR": str(tmp_path / "nodata")},
     )
     assert r.returncode == 1
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
-    assert "RNNLM_JAX_DATA_DIR" in r.stderr and "data_file" in r.stderr
-    assert not (tmp_path / "run").exists()
+    assert "RNNLM_JAX_DATA_DIR" in r.stderr and "ptb.train.txt is missing" in r.stderr
+    assert not (tmp_path / "run").exists() and not (tmp_path / "nodata").exists()
+
+
+def test_the_book_job_runs_offline_with_no_data_folder(tmp_path):
+    """A fresh machine: no data folder, an empty HOME, no network: the book is the package's."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"HOME": str(home), "RNNLM_JAX_DATA_DIR": ""}
+    r = run_main(
+        f"--config={ROOT / 'configs' / 'timemachine.py'}:smoke",
+        "--config.data_url=http://127.0.0.1:9/timemachine.txt",
+        f"--workdir={tmp_path / 'run'}",
+        env=env,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "time traveller" in r.stdout and not (home / ".cache" / "rnnlm_jax").exists()
 
 
 @pytest.mark.parametrize(

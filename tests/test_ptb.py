@@ -1,9 +1,9 @@
-"""The Penn Treebank job (Zaremba et al. 2014) and other corpora, on the shared files and
-slices of them: the reader's facts, batches, schedule, loss scale, dropout placement, a tiny
-run, one-line data errors, word-level sampling, any local text."""
+"""The Penn Treebank job (Zaremba et al. 2014) and other corpora: the reader's facts on the
+real files (where `$RNNLM_JAX_DATA_DIR` has them), and on small files in PTB's format that
+the tests write: batches, schedule, loss scale, dropout placement, a tiny run, one-line
+data errors, word-level sampling, any local text."""
 
 import json
-import shutil
 
 import flax.linen as nn
 import jax
@@ -11,19 +11,60 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import DATA_DIR
+from conftest import real_data
 from test_main import run_main
 
 from configs import ptb as ptb_config
-from rnnlm_jax import corpora, data, training
+from rnnlm_jax import corpora, data, fields, training
 from rnnlm_jax.models import RNNModel
 
 OFFLINE = "http://127.0.0.1:9/ptb.{split}.txt"
 
 
+def write_ptb_like(folder, words=(20000, 3000, 3000), seed=0):
+    """`folder/ptb/ptb.{train,valid,test}.txt` in PTB's format (lower-case words, `<unk>`,
+    `N`, each line starting with a space): a Zipf-like vocabulary of 300 words whose next
+    word depends on the last one, so a model can learn it. Returns `folder`."""
+    rng = np.random.default_rng(seed)
+    vocab = ["the", "<unk>", "N", "of", "a"] + [f"w{i}" for i in range(295)]
+    p = 1.0 / np.arange(1, len(vocab) + 1)
+    p /= p.sum()
+    (folder / "ptb").mkdir(parents=True, exist_ok=True)
+    for split, n in zip(("train", "valid", "test"), words):
+        ids = rng.choice(len(vocab), n, p=p)
+        ids[1::2] = (ids[0::2][: len(ids[1::2])] * 7 + 3) % len(vocab)  # a learnable bigram
+        lines, i = [], 0
+        while i < n:
+            k = int(rng.integers(5, 25))
+            lines.append(" " + " ".join(vocab[j] for j in ids[i : i + k]) + " ")
+            i += k
+        (folder / "ptb" / f"ptb.{split}.txt").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def ptb_like(tmp_path_factory):
+    return write_ptb_like(tmp_path_factory.mktemp("ptb_like"))
+
+
 @pytest.fixture(scope="module")
 def ptb():
-    return corpora.load_ptb(str(DATA_DIR), url=OFFLINE)
+    return corpora.load_ptb(str(real_data("ptb").parent), url=OFFLINE)
+
+
+def test_reader_on_files_of_ptbs_format(ptb_like):
+    words = corpora.load_ptb(str(ptb_like), url=OFFLINE, sha1s={})
+    vocab = words.vocab
+    assert vocab.token == "word" and vocab.eos and vocab.cleaning == "none"
+    first = (ptb_like / "ptb" / "ptb.train.txt").read_text().splitlines()[0].split()
+    assert vocab.to_tokens(words.train[: len(first) + 1]) == first + ["<eos>"]
+    counts = {w: vocab.to_tokens(words.train.tolist()).count(w) for w in vocab.idx_to_token}
+    assert list(counts.values()) == sorted(counts.values(), reverse=True)  # by -count
+    lines = len((ptb_like / "ptb" / "ptb.valid.txt").read_text().splitlines())
+    assert len(words.valid) == 3000 + lines  # every word and every line end
+    # Without sha1s={} they are not PTB's files, and nothing is downloaded in their place.
+    with pytest.raises(data.DataError, match="wrong SHA-1"):
+        corpora.load_ptb(str(ptb_like), url=OFFLINE)
 
 
 def test_reader_facts(ptb):
@@ -32,13 +73,13 @@ def test_reader_facts(ptb):
     vocab = ptb.vocab
     assert vocab.token == "word" and vocab.eos and vocab.cleaning == "none"
     assert vocab.idx_to_token[:3] == ["the", "<unk>", "<eos>"]  # sorted by (-count, word)
-    first = (DATA_DIR / "ptb" / "ptb.train.txt").read_text().splitlines()[0].split()
+    first = (real_data("ptb") / "ptb.train.txt").read_text().splitlines()[0].split()
     assert vocab.to_tokens(ptb.train[: len(first) + 1]) == first + ["<eos>"]
     assert vocab.unk == vocab["<unk>"] == 1 and vocab["never-seen-word"] == 1
 
 
-def test_batches_are_the_recipes_and_the_state_carries(ptb):
-    ids = ptb.valid[:2001]
+def test_batches_are_the_recipes_and_the_state_carries(ptb_like):
+    ids = corpora.load_ptb(str(ptb_like), url=OFFLINE, sha1s={}).valid[:2001]
     B, T = 20, 7
     X, Y = data.epoch_batches(ids, B, T, "sequential", seed=3, epoch=5, random_offset=False)
     batch_len = len(ids) // B
@@ -64,13 +105,14 @@ def test_schedule_values():
     np.testing.assert_allclose(float(schedule(12)), 1.0)
 
 
-def test_mean_loss_with_scaled_lr_and_clip_is_the_summed_loss_step(ptb):
+def test_mean_loss_with_scaled_lr_and_clip_is_the_summed_loss_step():
     T, B, lr, clip = 5, 4, 1.0, 0.05
     model = RNNModel(50, "lstm", num_hiddens=8, embed_dim=8, initializer="uniform", init_scale=0.1)
     state = training.create_train_state(model, jax.random.key(0), lr * T, clip / T, B, T)
     params = jax.tree.map(jnp.copy, state.params)
-    X = jnp.asarray(ptb.train[: B * T].reshape(B, T) % 50)
-    Y = jnp.asarray(ptb.train[1 : B * T + 1].reshape(B, T) % 50)
+    ids = np.random.default_rng(0).integers(0, 50, B * T + 1)
+    X = jnp.asarray(ids[: B * T].reshape(B, T), jnp.int32)
+    Y = jnp.asarray(ids[1 : B * T + 1].reshape(B, T), jnp.int32)
     state, _, _ = training.train_step(state, model.begin_state(B), X, Y)
 
     def summed(p):  # the recipe: summed over the T steps, averaged over the batch
@@ -116,18 +158,22 @@ def test_dropout_only_on_embeddings_between_layers_and_outputs():
     np.testing.assert_allclose(deterministic, same, rtol=1e-6)
 
 
-SMOKE = [
-    "--config=configs/ptb.py:smoke",
-    f"--config.data_dir={DATA_DIR}",
-    f"--config.data_url={OFFLINE}",
-]
+def smoke_args(folder):
+    """The PTB smoke recipe on the PTB-format files in `folder/ptb` (as three text files)."""
+    files = ",".join(str(folder / "ptb" / f"ptb.{s}.txt") for s in ("train", "valid", "test"))
+    return [
+        "--config=configs/ptb.py:smoke",
+        "--config.corpus=text",
+        f"--config.text_files={files}",
+        f"--config.data_url={OFFLINE}",
+    ]
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(tmp_path_factory, ptb_like):
     """A 3-epoch smoke run: `(workdir, main.py's result)`."""
     workdir = tmp_path_factory.mktemp("ptb") / "run"
-    return workdir, run_main(*SMOKE, f"--workdir={workdir}")
+    return workdir, run_main(*smoke_args(ptb_like), f"--workdir={workdir}")
 
 
 def test_tiny_run_validation_falls_and_test_is_reported(tiny_run):
@@ -149,9 +195,7 @@ def test_tiny_run_validation_falls_and_test_is_reported(tiny_run):
 
 @pytest.mark.parametrize("problem", ["missing", "wrong hash"])
 def test_missing_or_wrong_ptb_file_is_one_line_and_status_1(tmp_path, problem):
-    (tmp_path / "ptb").mkdir()
-    for split in ("train", "valid", "test"):
-        shutil.copy(DATA_DIR / "ptb" / f"ptb.{split}.txt", tmp_path / "ptb")
+    write_ptb_like(tmp_path, words=(300, 100, 100))  # PTB's format, not PTB's files
     if problem == "missing":
         (tmp_path / "ptb" / "ptb.valid.txt").unlink()
     else:
@@ -170,6 +214,16 @@ def test_missing_or_wrong_ptb_file_is_one_line_and_status_1(tmp_path, problem):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_failed_ptb_lookup_leaves_no_empty_folder(tmp_path):
+    with pytest.raises(data.DataError, match="ptb.train.txt is missing"):
+        corpora.load_ptb(str(tmp_path / "data"), url=OFFLINE)
+    assert not (tmp_path / "data").exists()
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(data.DataError):
+        corpora.load_ptb(str(tmp_path / "mine"), url=OFFLINE)
+    assert list((tmp_path / "mine").iterdir()) == []  # the folder was there: it stays
+
+
 def test_any_text_corpus(tmp_path):
     text = "One fish, two fish.\nRed fish; blue fish.\n" * 200
     path = tmp_path / "fish.txt"
@@ -177,28 +231,29 @@ def test_any_text_corpus(tmp_path):
     config = ptb_config.get_config("smoke")
     config.corpus, config.text_files = "text", str(path)
     config.valid_fraction, config.test_fraction = 0.1, 0.1
-    words = corpora.load(config)
+    words = corpora.load(fields.fill_defaults(config))
     assert words.vocab.token == "word" and words.vocab.cleaning == "none"
     assert words.vocab.to_tokens(words.train[:5]) == ["One", "fish,", "two", "fish.", "<eos>"]
     n = len(text.replace("\n", " <eos> ").split())
     assert len(words.train) + len(words.valid) + len(words.test) == n
     assert len(words.test) == int(n * 0.1)
     config.token = "char"
-    chars = corpora.load(config)
+    chars = corpora.load(fields.fill_defaults(config))
     assert chars.vocab.to_tokens(chars.train[:20]) == list("One fish, two fish.\n")
     config.cleaning = "book"
-    booked = corpora.load(config)
+    booked = corpora.load(fields.fill_defaults(config))
     assert booked.vocab.to_tokens(booked.train[:16]) == list("one fish two fis")
 
 
-def test_resumed_ptb_run_is_bit_identical(tiny_run, tmp_path):
+def test_resumed_ptb_run_is_bit_identical(tiny_run, ptb_like, tmp_path):
     """The schedule and the from-token-0 reader survive a restart: 2 epochs, then 3, in one
     workdir, equal 3 straight."""
     from test_checkpoints import assert_states_equal, final_state
 
     straight, resumed = tiny_run[0], tmp_path / "resumed"
-    assert run_main(*SMOKE, f"--workdir={resumed}", "--config.num_epochs=2").returncode == 0
-    r = run_main(*SMOKE, f"--workdir={resumed}")
+    smoke = smoke_args(ptb_like)
+    assert run_main(*smoke, f"--workdir={resumed}", "--config.num_epochs=2").returncode == 0
+    r = run_main(*smoke, f"--workdir={resumed}")
     assert r.returncode == 0 and "resuming" in r.stdout, r.stderr
     assert_states_equal(final_state(straight)[0], final_state(resumed)[0])
 

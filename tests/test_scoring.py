@@ -128,10 +128,10 @@ def test_score_mode_matches_the_library(workdir, tmp_path):
 @pytest.mark.parametrize(
     "args, status, message",
     [
-        ([], 2, "one of --text or --text_file"),
-        (["--text=a", "--text_file=x"], 2, "one of --text or --text_file"),
+        ([], 2, "needs --text=... or --text_file=PATH"),
+        (["--text=a", "--text_file=x"], 2, "takes --text or --text_file, not both"),
         (["--text=?"], 2, "at least 2"),
-        (["--text_file=/nonexistent/t.txt"], 1, "cannot read --text_file"),
+        (["--text_file=/nonexistent/t.txt"], 1, "--text_file /nonexistent/t.txt does not exist"),
     ],
 )
 def test_score_mode_errors_are_one_line(workdir, args, status, message):

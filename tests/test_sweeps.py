@@ -4,6 +4,7 @@ and population mode (equal to the individual runs)."""
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -77,7 +78,7 @@ def typo_config(tmp_path):
 @pytest.mark.parametrize("mode", ["--sweep_index=1", "--mode=sweep"])
 def test_a_typo_in_an_override_is_an_error_not_a_new_field(typo_config, tmp_path, mode):
     workdir = tmp_path / "runs"
-    r = run_main(f"--config={typo_config}:smoke", f"--workdir={workdir}", mode)
+    r = run_main(f"--config={typo_config}:smoke", f"--workdir={workdir}", mode, "--cluster=local")
     assert r.returncode == 2, r.stderr
     assert "sweep override 'lrr': the config has no such field" in r.stderr
     assert r.stderr.count("\n") == 1
@@ -98,7 +99,7 @@ def test_apply_trial_on_a_locked_config():
 
 def test_a_whole_sweep_through_submitit_and_its_summary(tmp_path):
     workdir = tmp_path / "sweep"
-    r = run_main(SMOKE, f"--workdir={workdir}", "--mode=sweep")
+    r = run_main(SMOKE, f"--workdir={workdir}", "--mode=sweep", "--cluster=local")
     assert r.returncode == 0, r.stderr + r.stdout
     assert "submitted 3 trials (local)" in r.stdout
     for name in ("lr=0.5", "lr=1.0,clip=0.5", "seed=1"):
@@ -107,6 +108,12 @@ def test_a_whole_sweep_through_submitit_and_its_summary(tmp_path):
         rows = list(csv.DictReader(f))
     assert [r["trial"] for r in rows] == ["lr=0.5", "lr=1.0,clip=0.5", "seed=1"]
     assert all(r["epoch"] == "4" and float(r["perplexity"]) < 28 for r in rows)
+    # A trial that leaves a swept field at its default shows the value it ran with.
+    assert [(r["lr"], r["clip"], r["seed"]) for r in rows] == [
+        ("0.5", "1.0", "0"),
+        ("1.0", "0.5", "0"),
+        ("1.0", "1.0", "1"),
+    ]
     md = (workdir / "summary.md").read_text()
     assert md.startswith("| index | trial |") and md.count("\n") == 5
     r = run_main(f"--workdir={workdir}", "--mode=summary")
@@ -145,3 +152,38 @@ def test_population_mode_from_main(tmp_path):
 def test_population_refuses_shape_changing_trials():
     with pytest.raises(ConfigError, match="differ only in"):
         population.members_from_trials(timemachine.get_config(), [{"lr": 1.0}, {"cell": "gru"}])
+
+
+def test_an_installed_package_sweeps_without_the_checkout(tmp_path):
+    """`pip install` into a folder of its own, then a sweep from elsewhere: the trials run
+    `python -m rnnlm_jax` from that install (no main.py beside it)."""
+    source, site = tmp_path / "source", tmp_path / "site"  # the build writes beside its source
+    shutil.copytree(
+        ROOT / "rnnlm_jax", source / "rnnlm_jax", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    pip = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+         "--no-build-isolation", f"--target={site}", str(source)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    if pip.returncode:
+        pytest.skip(f"cannot build the package offline here: {pip.stderr.strip()[-200:]}")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    config = elsewhere / "mine.py"
+    config.write_text((ROOT / "configs" / "timemachine.py").read_text())
+    env = dict(os.environ, PYTHONPATH=str(site))
+    probe = subprocess.run(
+        [sys.executable, "-c", "import rnnlm_jax; print(rnnlm_jax.__file__)"],
+        cwd=elsewhere, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert probe.stdout.startswith(str(site)), probe
+    r = subprocess.run(
+        [sys.executable, "-m", "rnnlm_jax", f"--config={config}:smoke", "--mode=sweep",
+         "--cluster=local", f"--workdir={tmp_path / 'sweep'}", "--config.num_epochs=1"],
+        cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "submitted 3 trials (local)" in r.stdout and "| seed=1 |" in r.stdout
