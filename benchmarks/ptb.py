@@ -4,7 +4,7 @@
     python benchmarks/ptb.py --config=small --epochs=3 --max-train-words=200000   # ours only
 
 Both sides train Zaremba et al.'s model (`configs/ptb.py:<config>`;
-`../shared/bench/torch_ptb_lstm.py --config <config>`) on the first `--max-train-words`
+`benchmarks/torch_ptb_lstm.py --config <config>`) on the first `--max-train-words`
 training words for `--epochs` epochs and report training tokens/sec over the epochs after
 the first (compilation / warm-up), evaluation excluded, as the PyTorch script does. With
 `--compare-torch` the two alternate, A B A B, each a fresh process, for `--rounds` rounds,
@@ -95,9 +95,7 @@ def main():
     p.add_argument("--train-only", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--compare-torch", action="store_true")
     p.add_argument("--torch-python", default=sys.executable)
-    p.add_argument(
-        "--torch-script", type=Path, default=ROOT.parent / "shared" / "bench" / "torch_ptb_lstm.py"
-    )
+    p.add_argument("--torch-script", type=Path, default=ROOT / "benchmarks" / "torch_ptb_lstm.py")
     p.add_argument("--torch-threads", type=int, default=2)
     p.add_argument("--out", default="ptb_benchmark.json")
     args = p.parse_args()

@@ -12,7 +12,7 @@ Reports, per cell:
   * the peak resident memory of the process.
   * the machine's matmul peak (a 2048^3 `jnp.matmul`, float32 and bfloat16 operands) and each
     cell's training GFLOP/s as a fraction of it (`train_flops_per_token` says what is counted).
-With `--compare-torch`, the book's PyTorch model (`../shared/bench/torch_concise_rnn.py
+With `--compare-torch`, the book's PyTorch model (`benchmarks/torch_book_rnn.py
 --cell C --layers L`) and ours are run in alternation for every row of `COMPARE_ROWS` (rnn,
 gru, lstm, 2-layer lstm in float32, and both LSTMs with bfloat16 matmul operands), A B A B
 ..., each in a fresh process for the same number of epochs, and the ratio of the median
@@ -44,7 +44,7 @@ from rnnlm_jax import data, training  # noqa: E402
 from rnnlm_jax.generation import greedy_ids  # noqa: E402
 from rnnlm_jax.models import RNNModel  # noqa: E402
 
-TORCH_SCRIPT = ROOT.parent / "shared" / "bench" / "torch_concise_rnn.py"
+TORCH_SCRIPT = ROOT / "benchmarks" / "torch_book_rnn.py"
 PREFIX = "time traveller"
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 # (cell, layers, dtype of our matmul operands); PyTorch always runs float32.

@@ -1,8 +1,11 @@
 """The benchmark script runs (on a tiny setting) and writes its JSON; no timing is asserted."""
 
 import json
+import os
 import subprocess
 import sys
+
+import pytest
 
 from conftest import ROOT
 
@@ -46,3 +49,25 @@ def test_dot_floor_runs_tiny():
         assert row["minibatch_ms"] > row["chain_ms"] > 0
         assert row["max_tokens_per_sec"] == 4 * 3 / row["minibatch_ms"] * 1e3
     assert rows[0]["input_projection_ms"] == 0.0 and rows[1]["input_projection_ms"] > 0
+
+
+@pytest.mark.parametrize(
+    "script, args",
+    [
+        ("torch_book_rnn.py", ["--epochs=2", "--warmup=1", "--hidden=16", "--threads=1"]),
+        ("torch_ptb_lstm.py", ["--epochs=1", "--no-test", "--threads=1"]),
+    ],
+)
+def test_the_pytorch_baselines_run_from_the_checkout(script, args, tmp_path):
+    """The baselines ship in benchmarks/ (torch is no dependency: skipped without it); the
+    PTB one on small files in PTB's format."""
+    pytest.importorskip("torch", reason="the PyTorch baselines need torch installed")
+    from test_ptb import write_ptb_like
+
+    env = dict(os.environ, RNNLM_JAX_DATA_DIR=str(write_ptb_like(tmp_path, (2000, 500, 500))))
+    cmd = [sys.executable, str(ROOT / "benchmarks" / script), *args]
+    if script == "torch_ptb_lstm.py":
+        cmd.append("--sha1s-unchecked")
+    r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1].startswith("tokens_per_sec=")
