@@ -21,6 +21,7 @@ from pathlib import Path
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 
+# cred_expire: how long a requeued job waits before it may start again (default 120 s).
 SLURM_CONF = """\
 ClusterName=rnnlmtest
 SlurmctldHost={host}(127.0.0.1)
@@ -29,7 +30,7 @@ SlurmdPort={slurmd_port}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-AuthInfo=socket={munge_socket}
+AuthInfo=socket={munge_socket},cred_expire=10
 CredType=cred/munge
 StateSaveLocation={root}/state
 SlurmdSpoolDir={root}/spool
