@@ -95,7 +95,8 @@ def missing() -> str | None:
     """Why a one-node SLURM cannot be started here (None if it can)."""
     absent = [d for d in DAEMONS if not shutil.which(d, path="/usr/sbin:/usr/bin:/sbin")]
     if absent:
-        return f"needs SLURM and munge ({', '.join(absent)} not installed: apt-get install slurm-wlm munge)"
+        names = ", ".join(absent)
+        return f"needs SLURM and munge ({names} not installed: apt-get install slurm-wlm munge)"
     if os.geteuid() != 0:
         return "needs root to start slurmd"
     return None
