@@ -9,7 +9,7 @@ with a trained one.
     python main.py --workdir=runs/timemachine --mode=sample --prefix="time traveller"
     python main.py --workdir=runs/timemachine --mode=score --text="the time machine"
 
-This file is intentionally kept short: the flags are `rnnlm_jax.app`'s (also
+This file is intentionally kept short: the flags are `rnnlm_jax.run.app`'s (also
 `python -m rnnlm_jax`), the logic is in `rnnlm_jax`, which research code and notebooks import.
 """
 
@@ -18,6 +18,6 @@ from pathlib import Path
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # the checkout's package
-    from rnnlm_jax import app
+    from rnnlm_jax.run import app
 
     app.run()

@@ -30,7 +30,9 @@ sys.path.insert(0, str(ROOT))
 
 from configs import sine as sine_config  # noqa: E402
 from configs import timemachine  # noqa: E402
-from rnnlm_jax import experiment, sine  # noqa: E402
+from rnnlm_jax.jobs import lm as experiment  # noqa: E402
+from rnnlm_jax.jobs import sine  # noqa: E402
+from rnnlm_jax.train.metrics import markdown_table  # noqa: E402
 
 DOCS = ROOT / "docs"
 
@@ -106,62 +108,42 @@ def main():
 
 def render(results: dict) -> dict[str, str]:
     """The README's four markdown tables from the results."""
-    lm = results["lm"]
+    lm, s = results["lm"], results["sine"]
     cells = [
-        "| cell | layers | train perplexity | val perplexity | tokens/sec | sample |",
-        "|---|---|---|---|---|---|",
-    ]
-    for cell in ("rnn", "gru", "lstm"):
-        for layers in (1, 2):
-            r = lm[f"{cell}_{layers}l"]
-            cells.append(
-                f"| {cell} | {layers} | {fmt(r['perplexity'])} | {fmt(r['val_perplexity'])} | "
-                f"{fmt(r['tokens_per_sec'], 0)} | `{r['sample']}` |"
-            )
-    deep = ["| layers | train perplexity | val perplexity | tokens/sec |", "|---|---|---|---|"]
-    for layers, key in ((1, "rnn_1l"), (2, "rnn_2l"), (3, "rnn_3l")):
-        r = lm[key]
-        deep.append(
-            f"| {layers} | {fmt(r['perplexity'])} | {fmt(r['val_perplexity'])} | "
-            f"{fmt(r['tokens_per_sec'], 0)} |"
-        )
+        [cell, layers, fmt(r["perplexity"]), fmt(r["val_perplexity"]),
+         fmt(r["tokens_per_sec"], 0), f"`{r['sample']}`"]
+        for cell in ("rnn", "gru", "lstm")
+        for layers in (1, 2)
+        for r in [lm[f"{cell}_{layers}l"]]
+    ]  # fmt: skip
+    deep = [
+        [layers, fmt(lm[key]["perplexity"]), fmt(lm[key]["val_perplexity"]),
+         fmt(lm[key]["tokens_per_sec"], 0)]
+        for layers, key in ((1, "rnn_1l"), (2, "rnn_2l"), (3, "rnn_3l"))
+    ]  # fmt: skip
+    runs = (("rnn_1l", "sequential (the book)"), ("random", "random partitioning"),
+            ("overfit", "overfit (exercise 1)"), ("word", "word level"))  # fmt: skip
     other = [
-        "| run | config | train perplexity | val perplexity | sample |",
-        "|---|---|---|---|---|",
-    ]
-    for key, label in (
-        ("rnn_1l", "sequential (the book)"),
-        ("random", "random partitioning"),
-        ("overfit", "overfit (exercise 1)"),
-        ("word", "word level"),
-    ):
-        r = lm[key]
-        other.append(
-            f"| {label} | `:{r['variant']}` | {fmt(r['perplexity'])} | "
-            f"{fmt(r['val_perplexity'])} | `{r['sample']}` |"
-        )
-    s = results["sine"]
+        [label, f"`:{lm[key]['variant']}`", fmt(lm[key]["perplexity"]),
+         fmt(lm[key]["val_perplexity"]), f"`{lm[key]['sample']}`"]
+        for key, label in runs
+    ]  # fmt: skip
     ks = list(s["mlp"]["k_step_mse"])
     sine_rows = [
-        "| model | 1-step (all) | 1-step (test) | free-running | "
-        + " | ".join(f"{k}-step" for k in ks)
-        + " |",
-        "|---|---|---|---|" + "---|" * len(ks),
-    ]
-    for name, label in (("mlp", "MLP (the book)"), ("rnn", "RNN")):
-        r = s[name]
-        sine_rows.append(
-            f"| {label} | {r['onestep_mse']:.4f} | {r['onestep_test_mse']:.4f} | "
-            f"{r['multistep_mse']:.4f} | "
-            + " | ".join(f"{r['k_step_mse'][k]:.4f}" for k in ks)
-            + " |"
-        )
-    return {
-        "cells": "\n".join(cells),
-        "deep": "\n".join(deep),
-        "other": "\n".join(other),
-        "sine": "\n".join(sine_rows),
-    }
+        [label, f"{r['onestep_mse']:.4f}", f"{r['onestep_test_mse']:.4f}",
+         f"{r['multistep_mse']:.4f}", *(f"{r['k_step_mse'][k]:.4f}" for k in ks)]
+        for name, label in (("mlp", "MLP (the book)"), ("rnn", "RNN"))
+        for r in [s[name]]
+    ]  # fmt: skip
+    tables = {
+        "cells": (["cell", "layers", "train perplexity", "val perplexity", "tokens/sec",
+                   "sample"], cells),
+        "deep": (["layers", "train perplexity", "val perplexity", "tokens/sec"], deep),
+        "other": (["run", "config", "train perplexity", "val perplexity", "sample"], other),
+        "sine": (["model", "1-step (all)", "1-step (test)", "free-running",
+                  *(f"{k}-step" for k in ks)], sine_rows),
+    }  # fmt: skip
+    return {key: markdown_table(*table).rstrip("\n") for key, table in tables.items()}
 
 
 def update_readme(tables: dict[str, str]) -> None:

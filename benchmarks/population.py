@@ -23,9 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from configs import timemachine  # noqa: E402
-from rnnlm_jax import data, population, training  # noqa: E402
-from rnnlm_jax.configuration import model_from_config  # noqa: E402
-from rnnlm_jax.experiment import load_data  # noqa: E402
+from rnnlm_jax import data, train  # noqa: E402
+from rnnlm_jax.config.checks import model_from_config  # noqa: E402
+from rnnlm_jax.jobs import population  # noqa: E402
+from rnnlm_jax.jobs.lm import load_data  # noqa: E402
 
 
 def main():
@@ -61,14 +62,14 @@ def main():
 
     seq_tokens, seq_seconds = 0.0, 0.0
     for k in range(K):
-        state = training.create_train_state(model, jax.random.key(k), lrs[k], clips[k], B, T)
+        state = train.create_train_state(model, jax.random.key(k), lrs[k], clips[k], B, T)
         X, Y = data.epoch_batches(corpus, B, T, "sequential", k, 0)
-        state, m = training.train_epoch(state, X, Y, begin, reset_each_batch=False)
+        state, m = train.train_epoch(state, X, Y, begin, reset_each_batch=False)
         jax.block_until_ready(m)
         start = time.perf_counter()
         for epoch in range(1, args.epochs + 1):
             X, Y = data.epoch_batches(corpus, B, T, "sequential", k, epoch)
-            state, m = training.train_epoch(state, X, Y, begin, reset_each_batch=False)
+            state, m = train.train_epoch(state, X, Y, begin, reset_each_batch=False)
             seq_tokens += float(jax.device_get(m["num_tokens"]))
         seq_seconds += time.perf_counter() - start
     seq_rate = seq_tokens / seq_seconds

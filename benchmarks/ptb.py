@@ -30,7 +30,9 @@ def train_only(args) -> dict:
     import jax
 
     from configs import ptb
-    from rnnlm_jax import configuration, data, experiment, training
+    from rnnlm_jax import data, train
+    from rnnlm_jax.config import checks as configuration
+    from rnnlm_jax.jobs import lm as experiment
 
     config = ptb.get_config(args.config)
     config.max_tokens = args.max_train_words
@@ -39,7 +41,7 @@ def train_only(args) -> dict:
     corpus = experiment.load_data(config)
     model = configuration.model_from_config(config, len(corpus.vocab))
     steps = experiment.steps_per_epoch(config, len(corpus.train))
-    state = training.initial_train_state(model, config, steps)
+    state = train.initial_train_state(model, config, steps)
     begin = model.begin_state(config.batch_size)
     rates = []
     for epoch in range(args.epochs):
@@ -47,7 +49,7 @@ def train_only(args) -> dict:
             corpus.train, config.batch_size, config.num_steps, "sequential", 0, epoch, False
         )
         start = time.perf_counter()
-        state, m = training.train_epoch(state, X, Y, begin, reset_each_batch=False)
+        state, m = train.train_epoch(state, X, Y, begin, reset_each_batch=False)
         tokens = float(jax.device_get(m["num_tokens"]))
         rates.append(tokens / (time.perf_counter() - start))
     return {"tokens_per_sec": statistics.median(rates[1:] or rates)}

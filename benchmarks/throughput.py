@@ -40,9 +40,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rnnlm_jax import data, training  # noqa: E402
-from rnnlm_jax.generation import greedy_ids  # noqa: E402
-from rnnlm_jax.models import RNNModel  # noqa: E402
+from rnnlm_jax import data, train  # noqa: E402
+from rnnlm_jax.infer.generation import greedy_ids  # noqa: E402
+from rnnlm_jax.nn.models import RNNModel  # noqa: E402
 
 TORCH_SCRIPT = ROOT / "benchmarks" / "torch_book_rnn.py"
 PREFIX = "time traveller"
@@ -100,13 +100,13 @@ def measure_training(
         len(vocab), cell=cell, num_hiddens=hidden, num_layers=layers, dtype=getattr(jnp, dtype)
     )
     start = time.perf_counter()
-    state = training.create_train_state(model, jax.random.key(0), 1.0, 1.0, batch, steps)
+    state = train.create_train_state(model, jax.random.key(0), 1.0, 1.0, batch, steps)
     begin = model.begin_state(batch)
     rates, tokens, seconds, compile_s = [], 0, 0.0, None
     for epoch in range(epochs):
         t0 = time.perf_counter()
         X, Y = data.epoch_batches(corpus, batch, steps, "sequential", 0, epoch)
-        state, m = training.train_epoch(state, X, Y, begin, False)
+        state, m = train.train_epoch(state, X, Y, begin, False)
         m = jax.device_get(m)
         dt = time.perf_counter() - t0
         if compile_s is None:

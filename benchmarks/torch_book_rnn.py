@@ -28,7 +28,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's package
 
-from rnnlm_jax import data, sources  # noqa: E402  (numpy only: no JAX is imported)
+from rnnlm_jax import data  # noqa: E402  (numpy only: no JAX is imported)
+from rnnlm_jax.data import sources
 
 
 class BookModel(nn.Module):

@@ -7,8 +7,8 @@ and large configs): embedding H -> dropout -> L-layer `nn.LSTM` (dropout between
 over the T steps and averaged over the batch; clipping at the recipe's norm; SGD with
 `lr * decay ** max(epoch + 1 - decay_after, 0)`; the state carried (detached) through each
 epoch from token 0. The words, vocab and minibatches are this project's
-(`rnnlm_jax.corpora.load_ptb`, `rnnlm_jax.data.epoch_batches`), so both sides see the same
-data.
+(`rnnlm_jax.data.corpora.load_ptb`, `rnnlm_jax.data.epoch_batches`), so both sides see
+the same data.
 
     pip install torch==2.13.0   # in an environment of its own: torch is no dependency
     python benchmarks/torch_ptb_lstm.py --config small --epochs 1 --max-train-words 100000
@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the checkout's package and configs
 
 from configs.ptb import RECIPES  # noqa: E402
-from rnnlm_jax import corpora, data  # noqa: E402  (numpy only: no JAX is imported)
+from rnnlm_jax import data  # noqa: E402  (numpy only: no JAX is imported)
+from rnnlm_jax.data import corpora  # noqa: E402
 
 
 class PTBModel(nn.Module):

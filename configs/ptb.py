@@ -15,7 +15,7 @@ tokens (as in the book), which gives the same update with `lr * T` and `clip / T
 what `config.lr` and `config.clip` hold (small: 1.0 * 20 and 5 / 20).
 """
 
-from rnnlm_jax import fields
+from rnnlm_jax.config import fields
 
 # The tutorial's configs: hidden, layers, steps, init, max_grad_norm, epochs, decay_after
 # (its max_epoch), decay, keep_prob, batch.
@@ -57,8 +57,7 @@ def get_config(arg=None):
     config.dropout = 1.0 - keep
     config.embed_dropout = 1.0 - keep
     config.output_dropout = 1.0 - keep
-    config.custom_vjp = True
-    config.lstm_impl = "auto"
+    config.impl = "auto"  # cuDNN on a CUDA GPU, else the fast layers
     config.unroll = 1
     config.dtype = "float32"
 

@@ -5,37 +5,26 @@ r"""Exercise 3 of section 8.6: the sequence section's autoregressive model, with
 
 Trains the book's MLP baseline and an RNN regressor on the same noisy sine series with the
 same seed, then prints the 1-step-ahead, free-running and k-step-ahead errors of both and
-plots their predictions (`sine_predictions.png`, `sine_k_step.png` in the workdir).
+plots their predictions (`sine_predictions.png`, `sine_k_step.png` in the workdir). Like
+every job it resumes when run again (`config.job = "sine"` picks `rnnlm_jax.jobs.sine`).
 """
 
-import ml_collections
+from rnnlm_jax.config import fields
 
 
 def get_config(arg=None):
-    """The book's setting; `:smoke` is a seconds-long version for tests."""
-    config = ml_collections.ConfigDict()
-    config.task = "sine"  # main.py runs rnnlm_jax.sine instead of the language model.
+    """The book's setting; `:smoke` is a seconds-long version for tests.
 
-    # Data (section 8.1): x_t = sin(0.01 t) + N(0, noise), t = 1..T.
-    config.T = 1000  # The book's series length.
-    config.noise = 0.2  # The book's noise standard deviation.
-    config.tau = 4  # Embedding: predict x_t from x_{t-4}..x_{t-1}.
-    config.n_train = 600  # The first 600 examples train; the rest only test.
-    config.seed = 0  # Noise, initialisation and shuffling, shared by both models.
-
-    # Training, the book's recipe for both models.
-    config.batch_size = 16
-    config.lr = 0.01  # Adam.
+    Every field of the sine job's table (`rnnlm_jax.config.fields.SINE`) is here, at its
+    default unless set below.
+    """
+    config = fields.defaults("sine")
+    # Data (section 8.1): x_t = sin(0.01 t) + N(0, noise), t = 1..T, the book's T = 1000,
+    # noise 0.2, tau 4; the first 600 examples train. Seed 0 draws the noise, the
+    # initialisation and the shuffling, shared by both models.
+    # Training, the book's recipe for both models: Adam, lr 0.01, minibatches of 16.
     config.num_epochs = 5
-
-    # Models.
-    config.mlp_hiddens = 10  # The book's MLP: tau -> 10 ReLU -> 1.
-    config.cell = "rnn"  # The RNN regressor's cell ("gru", "lstm" also work).
-    config.num_hiddens = 32  # Its width.
-    config.num_layers = 1
-
-    # Evaluation.
-    config.k_steps = (1, 4, 16, 64)  # The book's k-step-ahead predictions.
+    config.checkpoint_every_epochs = 1
 
     if arg == "smoke":
         config.T = 200

@@ -17,13 +17,13 @@ Variants (the text after `:`; several join with `,`, e.g. `:gru,deep`):
 The default is the seed's configuration.
 """
 
-from rnnlm_jax import fields
+from rnnlm_jax.config import fields
 
 
 def get_config(arg=None):
     """Returns the seed configuration, changed as the variant `arg` says.
 
-    Every field of `rnnlm_jax.fields` is here (at its default unless set below), so any of
+    Every field of `rnnlm_jax.config.fields` is here (at its default unless set below), so any of
     them can be set on the command line: e.g. your own text with `--config.corpus=text
     --config.text_files=mybook.txt`.
     """
@@ -46,7 +46,7 @@ def get_config(arg=None):
     config.initializer = "normal"  # N(0, init_scale), zero biases: what gave the book's 1.2.
     # (normal, xavier, flax; pytorch: U(+-1/sqrt(H)) as chapter 9's PyTorch; uniform: U(+-scale))
     config.init_scale = 0.01  # MXNet train_ch8 re-initialises with Normal(0.01).
-    config.custom_vjp = True  # Fast layers, hand-written backward pass (False: flax cells).
+    config.impl = "auto"  # Fast layers, hand-written backward pass ("flax": flax's cells).
 
     # Training.
     config.lr = 1.0  # The book's SGD learning rate.

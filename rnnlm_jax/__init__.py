@@ -1,31 +1,39 @@
 """rnnlm_jax: recurrent language models in JAX/Flax, after d2l section 8.6.
 
-from rnnlm_jax import vocab, data, layer, models, training   # the pieces
-from rnnlm_jax import generation, scoring                    # using a trained model
-from rnnlm_jax import experiment, checkpoints                # a whole run in a workdir
-from rnnlm_jax import parallel, sweeps, population, sine     # scaling, exercise 3
+The package is in layers, each importing only from the ones before it:
+
+    files     atomic writes, used by every layer
+    nn        recurrences, fast layers, RNNLayer, the Dense head, RNNModel, ModelSpec
+    data      corpora and where they come from, the vocab, minibatches
+    config    every job's table of config fields, the checks that tie them together
+    train     the step (train_step, train_chunk), the one run loop, checkpoints, metrics
+    infer     generation, scoring, loading a trained model from its workdir
+    jobs      what the loop trains: the language model, population mode, exercise 3
+    run       the command line, sweeps
 
 The names below load their module on first use, so `import rnnlm_jax` (or
-`rnnlm_jax.data`, `.models`, `.training`) imports neither Orbax nor matplotlib, and nothing
+`rnnlm_jax.data`, `.nn.models`, `.train`) imports neither Orbax nor matplotlib, and nothing
 in the package touches the caller's logging set-up.
 """
 
 import importlib.util
 
 _EXPORTS = {
-    "RNNLayer": "layer",
-    "RNNModel": "models",
-    "Score": "scoring",
-    "Vocab": "vocab",
-    "create_train_state": "training",
-    "find_time_machine": "data",
-    "load_corpus": "data",
-    "load_trained": "checkpoints",
-    "predict": "generation",
-    "score": "scoring",
-    "train_and_evaluate": "experiment",
-    "train_epoch": "training",
-    "train_step": "training",
+    "ModelSpec": "nn.spec",
+    "RNNLayer": "nn.layer",
+    "RNNModel": "nn.models",
+    "Score": "infer.scoring",
+    "Vocab": "data.vocab",
+    "create_train_state": "train.step",
+    "find_time_machine": "data.sources",
+    "load_corpus": "data.batching",
+    "load_trained": "infer.load",
+    "predict": "infer.generation",
+    "score": "infer.scoring",
+    "train_and_evaluate": "jobs.lm",
+    "train_chunk": "train.step",
+    "train_epoch": "train.step",
+    "train_step": "train.step",
 }
 __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
@@ -37,7 +45,7 @@ def __getattr__(name: str):
         globals()[name] = value
         return value
     if importlib.util.find_spec(f"{__name__}.{name}") is not None:
-        return importlib.import_module(f"{__name__}.{name}")  # a submodule, e.g. `.checkpoints`
+        return importlib.import_module(f"{__name__}.{name}")  # a subpackage, e.g. `.train`
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -39,7 +39,7 @@ def pytest_sessionfinish(session, exitstatus):
 
 @pytest.fixture(scope="session")
 def text_path() -> Path:
-    from rnnlm_jax import sources
+    from rnnlm_jax.data import sources
 
     return sources.packaged_time_machine()
 
@@ -62,7 +62,7 @@ def small_lm(corpus_vocab):
     import jax
     import jax.numpy as jnp
 
-    from rnnlm_jax.models import RNNModel
+    from rnnlm_jax.nn.models import RNNModel
 
     _, vocab = corpus_vocab
     model = RNNModel(vocab_size=len(vocab), num_hiddens=32, initializer="flax")

@@ -70,3 +70,19 @@ def test_the_pytorch_baselines_run_from_the_checkout(script, args, tmp_path):
     r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().splitlines()[-1].startswith("tokens_per_sec=")
+
+
+def test_device_check_runs_tiny_on_the_cpu(tmp_path):
+    out = tmp_path / "device_check.json"
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "device_check.py"), "--tiny", f"--out={out}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    results = json.loads(out.read_text())
+    assert results["backend"] == "cpu" and "skipped" in results["cudnn_vs_scan"]
+    assert all(v > 0 for v in results["cells"].values()) and results["ptb"]["small"] > 0
+    assert results["population"]["K"] == 2 and results["population"]["speedup"] > 0
+    assert "| measure | float32 | bfloat16 |" in r.stdout  # the GPU table's form

@@ -17,9 +17,8 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from rnnlm_jax import checkpoints
-from rnnlm_jax.configuration import model_from_config
-from rnnlm_jax.training import abstract_train_state
+from rnnlm_jax.config.checks import model_from_config
+from rnnlm_jax.train import abstract_train_state, checkpoints
 
 SMOKE = "--config=configs/timemachine.py:smoke"
 
@@ -94,7 +93,7 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(straight, tmp_path):
     assert "resuming" in r2.stdout and "after epoch 3" in r2.stdout
     a, meta_a = final_state(straight)
     b, meta_b = final_state(tmp_path)
-    assert meta_a == meta_b == {"epoch": 6, "seed": 0, "step": 6 * 7}
+    assert meta_a == meta_b == {"epoch": 6, "position": 0, "seed": 0, "step": 6 * 7, "sums": {}}
     assert_states_equal(a, b)
     # One metrics record per epoch, and the same ones (up to timings).
     ma = [json.loads(x) for x in (straight / "metrics.jsonl").read_text().splitlines()]

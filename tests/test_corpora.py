@@ -12,7 +12,8 @@ from test_data import served  # noqa: F401  (a fixture)
 from test_main import run_main
 from test_robustness import assert_one_error
 
-from rnnlm_jax import corpora, fields, sources
+from rnnlm_jax.config import fields
+from rnnlm_jax.data import corpora, sources
 
 BOOK = f"--config={ROOT / 'configs' / 'timemachine.py'}:smoke"
 

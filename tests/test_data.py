@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnlm_jax import data, sources
+from rnnlm_jax import data
+from rnnlm_jax.data import sources
 
 BOOK_CHARS = list(" etainoshrdlmucfwgypbvkxzjq")
 

@@ -14,9 +14,11 @@ from conftest import ROOT
 
 from configs import sine as sine_config
 from configs import timemachine
-from rnnlm_jax import experiment, sine
-from rnnlm_jax.generation import predict, sample
-from rnnlm_jax.models import RNNLayer
+from rnnlm_jax import data
+from rnnlm_jax.infer.generation import predict, sample
+from rnnlm_jax.jobs import lm as experiment
+from rnnlm_jax.jobs import sine
+from rnnlm_jax.nn.models import RNNLayer
 
 
 @pytest.mark.parametrize(
@@ -84,9 +86,7 @@ def test_validation_perplexity_is_held_out(tmp_path, corpus_vocab):
     loaded = experiment.load_data(config)
     train, val = loaded.train, loaded.valid
     assert len(train) == config.max_tokens and len(val) == config.num_val
-    full = experiment.data.load_corpus(
-        experiment.data.find_time_machine().read_text(), "char", config.max_tokens + 50
-    )[0]
+    full = data.load_corpus(data.find_time_machine().read_text(), "char", config.max_tokens + 50)[0]
     np.testing.assert_array_equal(val[:50], full[config.max_tokens :])
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from jax.experimental import rnn as jax_rnn
 
-from rnnlm_jax.fast_layers import FastGRU, FastLSTM, FastRNN, pack_cudnn_lstm_weights
-from rnnlm_jax.models import RNNModel
+from rnnlm_jax.nn.fast_layers import FastGRU, FastLSTM, FastRNN, pack_cudnn_lstm_weights
+from rnnlm_jax.nn.models import RNNModel
 
 FLAX_CELLS = {
     "rnn": (FastRNN, nn.SimpleCell),
@@ -71,7 +71,7 @@ def test_fast_model_gradients_equal_jax_grad_through_flax_cells(cell, num_layers
         dropout=dropout,
         initializer="pytorch",
     )
-    fast, plain = RNNModel(**kwargs), RNNModel(**kwargs, custom_vjp=False)
+    fast, plain = RNNModel(**kwargs), RNNModel(**kwargs, impl="flax")
     tokens = jax.random.randint(jax.random.key(1), (4, 10), 0, 11)
     state = jax.tree.map(lambda s: s + 0.3, fast.begin_state(4))
     params = fast.init(jax.random.key(0), tokens, state)["params"]

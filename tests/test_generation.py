@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from rnnlm_jax import data
-from rnnlm_jax.generation import greedy_ids, predict
+from rnnlm_jax.infer.generation import greedy_ids, predict
 
 
 def test_predict_keeps_prefix_and_is_deterministic(small_lm):

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnnlm_jax.layer import CELLS, RNNLayer
+from rnnlm_jax.nn.layer import CELLS, RNNLayer
 
 T, B, D, H = 6, 3, 5, 4
 LENGTHS = jnp.array([6, 2, 4])
@@ -38,9 +38,9 @@ def _mask(t_axis=0):
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
-@pytest.mark.parametrize("custom_vjp, bidirectional", [(True, False), (True, True), (False, True)])
-def test_padded_batch_matches_each_unpadded_sequence(cell, custom_vjp, bidirectional):
-    layer = _layer(cell, custom_vjp=custom_vjp, bidirectional=bidirectional, num_layers=2)
+@pytest.mark.parametrize("impl, bidirectional", [("fast", False), ("fast", True), ("flax", True)])
+def test_padded_batch_matches_each_unpadded_sequence(cell, impl, bidirectional):
+    layer = _layer(cell, impl=impl, bidirectional=bidirectional, num_layers=2)
     x = _inputs()
     params = _init(layer, x, seq_lengths=LENGTHS)
     rows = 4 if bidirectional else 2
@@ -142,7 +142,7 @@ def test_fast_backward_with_lengths_and_directions_matches_flax_cells(cell):
     """The hand-written backward pass, through a padded bidirectional 2-layer stack with
     dropout, against `jax.grad` through flax's cells with the same parameters."""
     fast = _layer(cell, bidirectional=True, num_layers=2, dropout=0.3)
-    slow = fast.clone(custom_vjp=False)
+    slow = fast.clone(impl="flax")
     x = _inputs()
     params = _init(fast, x, seq_lengths=LENGTHS)
     state0 = jax.tree.map(lambda s: s + 0.2, fast.begin_state(B))
@@ -274,9 +274,9 @@ def test_forward_mode_autodiff_names_the_switch():
     x = _inputs()
     params = _init(layer, x)
     f = lambda x: layer.apply({"params": params}, x)[0].sum()  # noqa: E731
-    with pytest.raises(TypeError, match="custom_vjp=False"):
+    with pytest.raises(TypeError, match="impl='flax'"):
         jax.jvp(f, (x,), (x,))
-    slow = layer.clone(custom_vjp=False)
+    slow = layer.clone(impl="flax")
     g = lambda x: slow.apply({"params": params}, x)[0].sum()  # noqa: E731
     _, tangent = jax.jvp(g, (x,), (x,))
     np.testing.assert_allclose(tangent, jnp.vdot(jax.grad(g)(x), x), rtol=1e-4)

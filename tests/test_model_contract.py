@@ -8,8 +8,8 @@ import numpy as np
 import optax
 import pytest
 
-from rnnlm_jax import training
-from rnnlm_jax.models import RNNModel, zero_state
+from rnnlm_jax import train
+from rnnlm_jax.nn.models import RNNModel, zero_state
 
 V, H, B, T = 11, 16, 4, 5
 
@@ -63,16 +63,16 @@ def test_batch_major_logits_train_as_the_time_major_model():
     X, Y = _batch()
     key = jax.random.key(0)
     book = RNNModel(vocab_size=V, num_hiddens=H)
-    a = training.create_train_state(book, key, 1.0, 1.0, B, T)
-    b = training.create_train_state(BatchMajorLM(), key, 1.0, 1.0, B, T)
+    a = train.create_train_state(book, key, 1.0, 1.0, B, T)
+    b = train.create_train_state(BatchMajorLM(), key, 1.0, 1.0, B, T)
     assert a.logits_layout == "time_major" and b.logits_layout == "batch_major"
     same = {"lm": jax.tree.map(jnp.copy, a.params)}  # train_step donates its state
     b = b.replace(params=same, opt_state=b.tx.init(same))
-    a, _, ma = training.train_step(a, book.begin_state(B), X, Y)
-    b, _, mb = training.train_step(b, book.begin_state(B), X, Y)
+    a, _, ma = train.train_step(a, book.begin_state(B), X, Y)
+    b, _, mb = train.train_step(b, book.begin_state(B), X, Y)
     np.testing.assert_allclose(ma["loss_sum"], mb["loss_sum"], rtol=1e-6)
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-6), a.params, b.params["lm"])
-    ev = training.evaluate(b, X[None], Y[None], book.begin_state(B))
+    ev = train.evaluate(b, X[None], Y[None], book.begin_state(B))
     assert np.isfinite(float(ev["loss_sum"]))
 
 
@@ -87,29 +87,29 @@ def test_batch_major_logits_train_as_the_time_major_model():
 )
 def test_contract_errors_are_one_line(model, match):
     with pytest.raises(ValueError, match=match) as e:
-        training.create_train_state(model, jax.random.key(0), 1.0, 1.0, B, T)
+        train.create_train_state(model, jax.random.key(0), 1.0, 1.0, B, T)
     assert "\n" not in str(e.value)
 
 
 def test_stated_layout_is_checked_when_the_loss_is_traced():
     book = RNNModel(vocab_size=V, num_hiddens=H)
-    state = training.create_train_state(book, jax.random.key(0), 1.0, 1.0, B, T)
+    state = train.create_train_state(book, jax.random.key(0), 1.0, 1.0, B, T)
     wrong = state.replace(logits_layout="batch_major")  # a state stating the wrong layout
     X, Y = _batch()
     with pytest.raises(ValueError, match=r"must be \[B, T, V\]"):
-        training.train_step(wrong, book.begin_state(B), X, Y)
+        train.train_step(wrong, book.begin_state(B), X, Y)
 
 
 def test_any_optax_optimizer():
     book = RNNModel(vocab_size=V, num_hiddens=H, initializer="flax")
     tx = optax.adam(1e-2)
-    state = training.create_train_state(book, jax.random.key(0), None, None, B, T, tx=tx)
+    state = train.create_train_state(book, jax.random.key(0), None, None, B, T, tx=tx)
     assert state.tx is tx and isinstance(state.opt_state[0], optax.ScaleByAdamState)
     X, Y = _batch()
     losses = []
     for _ in range(30):
-        state, _, m = training.train_step(state, book.begin_state(B), X, Y)
+        state, _, m = train.train_step(state, book.begin_state(B), X, Y)
         losses.append(float(m["loss_sum"]))
     assert losses[-1] < 0.5 * losses[0]
     with pytest.raises(ValueError, match="lr and clip"):
-        training.create_train_state(book, jax.random.key(0), None, None, B, T)
+        train.create_train_state(book, jax.random.key(0), None, None, B, T)

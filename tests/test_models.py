@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnnlm_jax.models import RNNLayer, RNNModel
+from rnnlm_jax.nn.models import RNNLayer, RNNModel
 
 
 def test_rnn_layer_shapes_as_in_the_book():
@@ -76,7 +76,7 @@ def test_time_major_logits_match_targets_order():
 def test_custom_vjp_equals_jax_grad_of_flax_simple_cell(num_layers):
     """The hand-written backward pass against `jax.grad` through flax's `nn.SimpleCell` scan."""
     kwargs = dict(vocab_size=28, num_hiddens=64, num_layers=num_layers, initializer="flax")
-    fast, plain = RNNModel(**kwargs), RNNModel(**kwargs, custom_vjp=False)
+    fast, plain = RNNModel(**kwargs), RNNModel(**kwargs, impl="flax")
     tokens = jax.random.randint(jax.random.key(1), (8, 12), 0, 28)
     state = fast.begin_state(8) + 0.3
     params = fast.init(jax.random.key(0), tokens, state)["params"]
@@ -134,7 +134,7 @@ def test_unroll_does_not_change_results():
 
 @pytest.mark.parametrize("dtype, tol", [(jnp.float32, 1e-5), (jnp.bfloat16, 3e-2)])
 def test_fast_head_is_flax_dense_with_its_gradients(dtype, tol):
-    from rnnlm_jax import head
+    from rnnlm_jax.nn import head
 
     x = jax.random.normal(jax.random.key(0), (12, 8))
     fast, flax_dense = head.Dense(30, dtype=dtype), nn.Dense(30)

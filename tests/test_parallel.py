@@ -12,9 +12,8 @@ import jax
 import numpy as np
 from conftest import ROOT
 
-from rnnlm_jax import checkpoints
-from rnnlm_jax.configuration import model_from_config
-from rnnlm_jax.training import abstract_train_state
+from rnnlm_jax.config.checks import model_from_config
+from rnnlm_jax.train import abstract_train_state, checkpoints
 
 SMOKE = ["--config=configs/timemachine.py:smoke,val", "--config.num_epochs=3"]
 

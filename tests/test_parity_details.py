@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from rnnlm_jax.layer import RNNLayer
+from rnnlm_jax.nn.layer import RNNLayer
 
 H = 512
 
 
-@pytest.mark.parametrize("custom_vjp", [True, False])
-def test_pytorch_initializer_draws_the_grus_biases_as_pytorch(custom_vjp):
-    layer = RNNLayer(cell="gru", num_hiddens=H, initializer="pytorch", custom_vjp=custom_vjp)
+@pytest.mark.parametrize("impl", ["fast", "flax"])
+def test_pytorch_initializer_draws_the_grus_biases_as_pytorch(impl):
+    layer = RNNLayer(cell="gru", num_hiddens=H, initializer="pytorch", impl=impl)
     params = layer.init(jax.random.key(0), jnp.ones((2, 3, 5)))["params"]["layer_0"]
     k = H**-0.5
     for name in ("in", "hn"):  # PyTorch's b_in and b_hn: one U(-k, k) draw each
@@ -33,22 +33,22 @@ X64 = """
 import jax
 jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp
-from rnnlm_jax.layer import RNNLayer
-from rnnlm_jax.models import RNNModel
-from rnnlm_jax import training
+from rnnlm_jax.nn.layer import RNNLayer
+from rnnlm_jax.nn.models import RNNModel
+from rnnlm_jax import train
 x = jnp.ones((4, 2, 3), jnp.float32)
 for cell in ("rnn", "gru", "lstm"):
-    for fast in (True, False):
-        layer = RNNLayer(cell=cell, num_hiddens=5, custom_vjp=fast, initializer="pytorch")
+    for impl in ("fast", "flax"):
+        layer = RNNLayer(cell=cell, num_hiddens=5, impl=impl, initializer="pytorch")
         p = layer.init(jax.random.key(0), x)
         y, _ = layer.apply(p, x)
         g = jax.grad(lambda p: layer.apply(p, x)[0].sum())(p)
         assert y.dtype == jnp.float32 and all(
             a.dtype == jnp.float32 for a in jax.tree.leaves((p, g))), (cell, fast)
 model = RNNModel(vocab_size=7, cell="lstm", num_hiddens=6)
-state = training.create_train_state(model, jax.random.key(0), 1.0, 1.0, 2, 3)
+state = train.create_train_state(model, jax.random.key(0), 1.0, 1.0, 2, 3)
 tokens = jnp.zeros((2, 3), jnp.int32)
-state, _, m = training.train_step(state, model.begin_state(2), tokens, tokens)
+state, _, m = train.train_step(state, model.begin_state(2), tokens, tokens)
 print("ok", float(m["loss_sum"]) > 0)
 """
 

@@ -15,8 +15,10 @@ from conftest import real_data
 from test_main import run_main
 
 from configs import ptb as ptb_config
-from rnnlm_jax import corpora, data, fields, training
-from rnnlm_jax.models import RNNModel
+from rnnlm_jax import data, train
+from rnnlm_jax.config import fields
+from rnnlm_jax.data import corpora
+from rnnlm_jax.nn.models import RNNModel
 
 OFFLINE = "http://127.0.0.1:9/ptb.{split}.txt"
 
@@ -96,11 +98,11 @@ def test_batches_are_the_recipes_and_the_state_carries(ptb_like):
 
 def test_schedule_values():
     config = ptb_config.get_config("small")
-    schedule = training.epoch_decay(config.lr, config.lr_decay, config.decay_after, 10)
+    schedule = train.epoch_decay(config.lr, config.lr_decay, config.decay_after, 10)
     lrs = [float(schedule(epoch * 10 + 3)) for epoch in range(7)]
     np.testing.assert_allclose(lrs, [20, 20, 20, 20, 10, 5, 2.5])
     large = ptb_config.get_config("large")
-    schedule = training.epoch_decay(1.0, large.lr_decay, large.decay_after, 1)
+    schedule = train.epoch_decay(1.0, large.lr_decay, large.decay_after, 1)
     np.testing.assert_allclose(float(schedule(14)), 1 / 1.15, rtol=1e-6)
     np.testing.assert_allclose(float(schedule(12)), 1.0)
 
@@ -108,19 +110,19 @@ def test_schedule_values():
 def test_mean_loss_with_scaled_lr_and_clip_is_the_summed_loss_step():
     T, B, lr, clip = 5, 4, 1.0, 0.05
     model = RNNModel(50, "lstm", num_hiddens=8, embed_dim=8, initializer="uniform", init_scale=0.1)
-    state = training.create_train_state(model, jax.random.key(0), lr * T, clip / T, B, T)
+    state = train.create_train_state(model, jax.random.key(0), lr * T, clip / T, B, T)
     params = jax.tree.map(jnp.copy, state.params)
     ids = np.random.default_rng(0).integers(0, 50, B * T + 1)
     X = jnp.asarray(ids[: B * T].reshape(B, T), jnp.int32)
     Y = jnp.asarray(ids[1 : B * T + 1].reshape(B, T), jnp.int32)
-    state, _, _ = training.train_step(state, model.begin_state(B), X, Y)
+    state, _, _ = train.train_step(state, model.begin_state(B), X, Y)
 
     def summed(p):  # the recipe: summed over the T steps, averaged over the batch
         logits, _ = model.apply({"params": p}, X, model.begin_state(B))
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, Y.T.reshape(-1))
         return losses.sum() / B
 
-    tx = training.make_optimizer(lr, clip)
+    tx = train.make_optimizer(lr, clip)
     updates, _ = tx.update(jax.grad(summed)(params), tx.init(params))
     expected = optax.apply_updates(params, updates)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), state.params, expected)
@@ -186,7 +188,7 @@ def test_tiny_run_validation_falls_and_test_is_reported(tiny_run):
     final = [line for line in r.stdout.splitlines() if line.startswith("perplexity ")]
     assert "validation perplexity" in final[0] and "test perplexity" in final[0]
     best = sorted(p.name for p in (workdir / "best").iterdir())
-    assert best == ["3"]
+    assert best == [str(3 * 49)]  # named by minibatch: 49 an epoch
     r = run_main(f"--workdir={workdir}", "--mode=sample", "--prefix=the company", "--num_preds=4")
     assert r.returncode == 0, r.stderr
     words = r.stdout.strip().split(" ")

@@ -20,7 +20,7 @@ def test_the_readme_custom_lm_trains_samples_and_scores(capsys):
     assert 1 < float(perplexity) < 12  # an untrained model: about 28
     m, vocab = scope["m"], scope["vocab"]
     assert float(m["loss_sum"] / m["num_tokens"]) < 2.5  # perplexity < 12 (untrained: 28)
-    from rnnlm_jax import generation
+    from rnnlm_jax.infer import generation
 
     samples = generation.sample(
         scope["state"].params, "the ", 20, vocab, scope["model"], temperature=1.0, num_samples=3

@@ -18,7 +18,8 @@ import pytest
 from conftest import ROOT
 from test_checkpoints import main_cmd, run, start_long_run, tree_digest
 
-from rnnlm_jax import checkpoints, data, workdir
+from rnnlm_jax import data
+from rnnlm_jax.train import checkpoints, workdir
 
 SMOKE = "--config=configs/timemachine.py:smoke"
 
@@ -45,11 +46,12 @@ def sample(workdir, *args, **kwargs):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A finished 4-epoch smoke run: checkpoints after epochs 2 and 4."""
+    """A finished 4-epoch smoke run: checkpoints after epochs 2 and 4 (named by minibatch:
+    the smoke config's epoch is 7 of them)."""
     path = tmp_path_factory.mktemp("trained") / "w"
     r = run(path)
     assert r.returncode == 0, r.stderr
-    assert checkpoints.epochs(path) == [4, 2]
+    assert checkpoints.steps(path) == [28, 14]
     return path
 
 
@@ -184,23 +186,23 @@ def _overwrite(path: Path, n: int) -> None:
 
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_a_damaged_latest_checkpoint_falls_back_to_the_last_good_one(copy, damage):
-    DAMAGE[damage](copy / "checkpoints" / "4")
+    DAMAGE[damage](copy / "checkpoints" / "28")
     s = sample(copy, "--num_preds=5")
     assert s.returncode == 0 and s.stdout.startswith("time traveller"), s.stderr
-    assert "skipping checkpoint 4" in s.stderr and "Traceback" not in s.stderr
+    assert "skipping checkpoint 28" in s.stderr and "Traceback" not in s.stderr
     r = run(copy, "--config.num_epochs=5")
     assert r.returncode == 0, r.stderr
-    assert "skipping checkpoint 4" in r.stderr and "after epoch 2" in r.stdout
-    assert (copy / "checkpoints" / "4.damaged").is_dir()  # set aside; 4 is saved anew
-    assert checkpoints.epochs(copy) == [5, 4, 2]
-    assert checkpoints.damage(copy / "checkpoints" / "4") is None
+    assert "skipping checkpoint 28" in r.stderr and "after epoch 2" in r.stdout
+    assert (copy / "checkpoints" / "28.damaged").is_dir()  # set aside; 28 is saved anew
+    assert checkpoints.steps(copy) == [35, 28, 14]
+    assert checkpoints.damage(copy / "checkpoints" / "28") is None
     records = [json.loads(x) for x in (copy / "metrics.jsonl").read_text().splitlines()]
     assert [x["epoch"] for x in records] == [1, 2, 3, 4, 5]
 
 
 def test_no_good_checkpoint_is_one_line_and_changes_nothing(copy):
-    DAMAGE["truncated"](copy / "checkpoints" / "4")
-    DAMAGE["16 bytes overwritten"](copy / "checkpoints" / "2")
+    DAMAGE["truncated"](copy / "checkpoints" / "28")
+    DAMAGE["16 bytes overwritten"](copy / "checkpoints" / "14")
     before = tree_digest(copy)
     for r in (run(copy, "--config.num_epochs=6"), sample(copy)):
         assert_one_error(r, 1, "no checkpoint", "restores")
@@ -331,7 +333,7 @@ def test_a_signal_during_compilation_stops_at_once(tmp_path, sig, status):
     assert time.monotonic() - start < 10
     assert proc.returncode == status and f"{sig.name} before the first" in out, (out, err)
     assert "Traceback" not in err
-    assert checkpoints.epochs(tmp_path / "w") == []
+    assert checkpoints.steps(tmp_path / "w") == []
 
 
 @pytest.fixture
@@ -416,6 +418,6 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_the_record(trained, tmp_path)
     )  # fmt: skip
     assert_one_error(r, 1, "no space left")
     w = out / "w"
-    assert checkpoints.latest_epoch(w) == 4 and checkpoints.damage(w / "checkpoints" / "4") is None
+    assert checkpoints.latest_epoch(w) == 4 and checkpoints.damage(w / "checkpoints" / "28") is None
     records = [json.loads(x) for x in (w / "metrics.jsonl").read_text().splitlines()]
     assert [x["epoch"] for x in records][:4] == [1, 2, 3, 4]

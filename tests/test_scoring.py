@@ -13,10 +13,11 @@ from conftest import ROOT
 from test_main import run_main
 
 import rnnlm_jax
-from rnnlm_jax import data, scoring, training
-from rnnlm_jax.generation import predict
-from rnnlm_jax.models import RNNModel
-from rnnlm_jax.vocab import Vocab
+from rnnlm_jax import data, train
+from rnnlm_jax.data.vocab import Vocab
+from rnnlm_jax.infer import scoring
+from rnnlm_jax.infer.generation import predict
+from rnnlm_jax.nn.models import RNNModel
 
 
 def _excerpt(vocab, text, num_batches=7, num_steps=35):
@@ -32,10 +33,10 @@ def test_score_matches_training_evaluate(small_lm, text):
     piece = _excerpt(vocab, text)
     ids = vocab.encode(piece)
     assert len(ids) == 7 * 35 + 1
-    state = training.create_train_state(model, jax.random.key(0), 1.0, 1.0, 1, 35)
+    state = train.create_train_state(model, jax.random.key(0), 1.0, 1.0, 1, 35)
     state = state.replace(params=params)
     X, Y = data.eval_batches(ids, 1, 35)
-    ev = jax.device_get(training.evaluate(state, X, Y, model.begin_state(1)))
+    ev = jax.device_get(train.evaluate(state, X, Y, model.begin_state(1)))
     result = rnnlm_jax.score(model, params, vocab, piece)
     assert result.num_scored == ev["num_tokens"] == 7 * 35
     np.testing.assert_allclose(-result.log_probs.sum(), ev["loss_sum"], rtol=1e-5)
@@ -148,11 +149,11 @@ def test_score_mode_needs_a_workdir():
 
 LIGHT = """
 import logging, sys
-import rnnlm_jax, rnnlm_jax.data, rnnlm_jax.models, rnnlm_jax.training, rnnlm_jax.scoring
+import rnnlm_jax, rnnlm_jax.data, rnnlm_jax.nn.models, rnnlm_jax.train, rnnlm_jax.infer.scoring
 heavy = sorted({m.split(".")[0] for m in sys.modules} & {"orbax", "tensorstore", "matplotlib"})
 assert not heavy, heavy
 rnnlm_jax.RNNModel, rnnlm_jax.score
-import rnnlm_jax.checkpoints  # orbax now, and with it absl's logging
+import rnnlm_jax.train.checkpoints  # orbax now, and with it absl's logging
 logging.basicConfig(level=logging.INFO, format="mine: %(message)s")
 logging.getLogger("user").info("configured")
 """

@@ -15,9 +15,11 @@ import pytest
 from conftest import ROOT
 
 from configs import timemachine
-from rnnlm_jax import data, population, sweeps, training
-from rnnlm_jax.configuration import ConfigError, model_from_config
-from rnnlm_jax.experiment import load_data
+from rnnlm_jax import data, train
+from rnnlm_jax.config.checks import ConfigError, model_from_config
+from rnnlm_jax.jobs import population
+from rnnlm_jax.jobs.lm import load_data
+from rnnlm_jax.run import sweeps
 
 SMOKE = "--config=configs/timemachine.py:smoke"
 
@@ -133,10 +135,10 @@ def test_population_members_equal_their_individual_runs():
         X, Y = population.population_batches(corpus, config, seeds, epoch)
         states, _ = population.train_population_epoch(states, X, Y, begin, reset_each_batch=False)
     for k in range(3):
-        state = training.create_train_state(model, jax.random.key(seeds[k]), lrs[k], clips[k], B, T)
+        state = train.create_train_state(model, jax.random.key(seeds[k]), lrs[k], clips[k], B, T)
         for epoch in range(3):
             X, Y = data.epoch_batches(corpus, B, T, "sequential", seeds[k], epoch)
-            state, _ = training.train_epoch(state, X, Y, begin, reset_each_batch=False)
+            state, _ = train.train_epoch(state, X, Y, begin, reset_each_batch=False)
         member = jax.tree.map(lambda x, k=k: x[k], states.params)
         for a, b in zip(jax.tree.leaves(member), jax.tree.leaves(state.params)):
             np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)

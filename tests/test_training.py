@@ -9,13 +9,14 @@ import optax
 import pytest
 
 from configs import timemachine
-from rnnlm_jax import data, experiment, training
-from rnnlm_jax.models import RNNModel
+from rnnlm_jax import data, train
+from rnnlm_jax.jobs import lm as experiment
+from rnnlm_jax.nn.models import RNNModel
 
 
 def _setup(lr=1.0, clip=1.0, hidden=32, batch=4, steps=5, vocab=28):
     model = RNNModel(vocab_size=vocab, num_hiddens=hidden)
-    state = training.create_train_state(model, jax.random.key(0), lr, clip, batch, steps)
+    state = train.create_train_state(model, jax.random.key(0), lr, clip, batch, steps)
     rng = np.random.default_rng(0)
     X = rng.integers(0, vocab, (batch, steps), dtype=np.int32)
     Y = rng.integers(0, vocab, (batch, steps), dtype=np.int32)
@@ -25,7 +26,7 @@ def _setup(lr=1.0, clip=1.0, hidden=32, batch=4, steps=5, vocab=28):
 def test_step_changes_every_parameter_and_reports_metrics():
     model, state, X, Y = _setup()
     before = jax.tree.map(np.array, state.params)
-    state, carry, m = training.train_step(state, model.begin_state(4), X, Y)
+    state, carry, m = train.train_step(state, model.begin_state(4), X, Y)
     changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), before, state.params)
     assert all(jax.tree.leaves(changed))
     assert int(state.step) == 1 and carry.shape == (1, 4, 32)
@@ -38,7 +39,7 @@ def test_clipping_bounds_the_update():
     clip = 1e-3
     model, state, X, Y = _setup(lr=1.0, clip=clip)
     before = jax.tree.map(np.array, state.params)
-    state, _, m = training.train_step(state, model.begin_state(4), X, Y)
+    state, _, m = train.train_step(state, model.begin_state(4), X, Y)
     update = optax.tree.norm(jax.tree.map(lambda a, b: a - b, state.params, before))
     assert float(m["grad_norm"]) > 10 * clip  # the gradient really was clipped ...
     np.testing.assert_allclose(float(update), clip, rtol=1e-3)  # ... to norm `clip`
@@ -47,7 +48,7 @@ def test_clipping_bounds_the_update():
 def test_no_clipping_below_the_threshold():
     model, state, X, Y = _setup(lr=0.1, clip=1e6)
     before = jax.tree.map(np.array, state.params)
-    state, _, m = training.train_step(state, model.begin_state(4), X, Y)
+    state, _, m = train.train_step(state, model.begin_state(4), X, Y)
     update = optax.tree.norm(jax.tree.map(lambda a, b: a - b, state.params, before))
     np.testing.assert_allclose(float(update), 0.1 * float(m["grad_norm"]), rtol=1e-4)
 
@@ -56,23 +57,26 @@ def test_carry_gradient_is_stopped():
     """The step's gradient does not depend on how the incoming carry was computed."""
     model, state, X, Y = _setup()
     carry = jnp.full((1, 4, 32), 0.3)
-    g1 = jax.grad(
-        lambda p: training.loss_fn(p, model.apply, jax.lax.stop_gradient(carry), X, Y)[0]
-    )(state.params)
-    _, _, m = training.train_step(state, carry, X, Y)
+    g1 = jax.grad(lambda p: train.loss_fn(p, model.apply, jax.lax.stop_gradient(carry), X, Y)[0])(
+        state.params
+    )
+    _, _, m = train.train_step(state, carry, X, Y)
     np.testing.assert_allclose(float(m["grad_norm"]), float(optax.tree.norm(g1)), rtol=1e-5)
 
 
 def test_epoch_program_compiles_once_over_a_run(tmp_path, monkeypatch):
-    """A whole `train_and_evaluate` run traces the epoch program once (no recompiles)."""
+    """A whole `train_and_evaluate` run traces the chunk program once (no recompiles): the
+    smoke config's epoch is one chunk."""
+    from rnnlm_jax.train import step
+
     traces = []
 
-    def counted(state, X_all, Y_all, begin_state, reset_each_batch):
+    def counted(state, carry, X_all, Y_all, begin_state, reset_each_batch):
         traces.append(1)
-        return training._train_epoch(state, X_all, Y_all, begin_state, reset_each_batch)
+        return train._train_chunk(state, carry, X_all, Y_all, begin_state, reset_each_batch)
 
     jitted = jax.jit(counted, donate_argnums=0, static_argnames="reset_each_batch")
-    monkeypatch.setattr(training, "train_epoch", jitted)
+    monkeypatch.setattr(step, "train_chunk", jitted)
     config = timemachine.get_config("smoke")
     config.num_epochs = 5
     result = experiment.train_and_evaluate(config, str(tmp_path))
@@ -84,12 +88,12 @@ def test_train_step_compiles_once_in_a_loop(corpus_vocab, monkeypatch):
 
     def counted(*args):
         traces.append(1)
-        return training._train_step(*args)
+        return train._train_step(*args)
 
     step = jax.jit(counted, donate_argnums=0)
     corpus, vocab = corpus_vocab
     model = RNNModel(vocab_size=len(vocab), num_hiddens=24)
-    state = training.create_train_state(model, jax.random.key(1), 1.0, 1.0, 16, 11)
+    state = train.create_train_state(model, jax.random.key(1), 1.0, 1.0, 16, 11)
     for epoch in range(2):
         X_all, Y_all = data.epoch_batches(corpus, 16, 11, "sequential", 0, epoch)
         carry = model.begin_state(16)
@@ -103,17 +107,17 @@ def test_epoch_program_equals_the_per_step_loop(corpus_vocab, partition):
     """`train_epoch` (one compiled scan) and a loop of `train_step` give the same parameters."""
     corpus, vocab = corpus_vocab
     model = RNNModel(vocab_size=len(vocab), num_hiddens=32)
-    s1 = training.create_train_state(model, jax.random.key(0), 1.0, 1.0, 8, 10)
-    s2 = training.create_train_state(model, jax.random.key(0), 1.0, 1.0, 8, 10)
+    s1 = train.create_train_state(model, jax.random.key(0), 1.0, 1.0, 8, 10)
+    s2 = train.create_train_state(model, jax.random.key(0), 1.0, 1.0, 8, 10)
     reset = partition == "random"
     for epoch in range(2):
         X_all, Y_all = data.epoch_batches(corpus, 8, 10, partition, 0, epoch)
-        s1, m = training.train_epoch(s1, X_all, Y_all, model.begin_state(8), reset)
+        s1, m = train.train_epoch(s1, X_all, Y_all, model.begin_state(8), reset)
         carry, loss_sum = model.begin_state(8), 0.0
         for X, Y in zip(X_all, Y_all):
             if reset:
                 carry = model.begin_state(8)
-            s2, carry, step_metrics = training.train_step(s2, carry, X, Y)
+            s2, carry, step_metrics = train.train_step(s2, carry, X, Y)
             loss_sum += float(step_metrics["loss_sum"])
         np.testing.assert_allclose(float(m["loss_sum"]), loss_sum, rtol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), s1.params, s2.params)
@@ -122,9 +126,9 @@ def test_epoch_program_equals_the_per_step_loop(corpus_vocab, partition):
 def test_short_run_learns_the_text(corpus_vocab):
     corpus, vocab = corpus_vocab
     model = RNNModel(vocab_size=len(vocab), num_hiddens=256)
-    state = training.create_train_state(model, jax.random.key(0), 1.0, 1.0, 32, 35)
+    state = train.create_train_state(model, jax.random.key(0), 1.0, 1.0, 32, 35)
     for epoch in range(30):
         X, Y = data.epoch_batches(corpus, 32, 35, "sequential", 0, epoch)
-        state, m = training.train_epoch(state, X, Y, model.begin_state(32), False)
+        state, m = train.train_epoch(state, X, Y, model.begin_state(32), False)
     perplexity = math.exp(m["loss_sum"] / m["num_tokens"])
     assert perplexity < 12, perplexity  # chance is 28; the book's curve is near 10 here

@@ -70,7 +70,7 @@ def sha1_of(path: Path) -> str:
 def packaged_time_machine() -> Path:
     """The copy of `timemachine.txt` inside the package (H. G. Wells, 1895, public domain,
     as d2l distributes it)."""
-    return Path(str(importlib.resources.files("rnnlm_jax") / "texts" / TIME_MACHINE_FILE))
+    return Path(str(importlib.resources.files("rnnlm_jax.data") / "texts" / TIME_MACHINE_FILE))
 
 
 # ----------------------------------------------------------------------------
@@ -269,7 +269,7 @@ def find_ptb(
         raise DataError(
             f"the Penn Treebank files cannot be found or downloaded ({', '.join(problems)}): "
             f"put Mikolov's ptb.train.txt, ptb.valid.txt and ptb.test.txt (SHA-1s in "
-            f"rnnlm_jax.sources.PTB_SHA1) into {directory}, or set ${DATA_DIR_ENV} to a "
+            f"rnnlm_jax.data.sources.PTB_SHA1) into {directory}, or set ${DATA_DIR_ENV} to a "
             "folder whose ptb/ subfolder holds them"
         )
     return paths

@@ -13,14 +13,17 @@ from pathlib import Path
 from absl import flags
 from ml_collections import config_flags
 
-from rnnlm_jax import generation, parallel, scoring, sine, sweeps
-from rnnlm_jax.checkpoints import CheckpointError, load_trained
-from rnnlm_jax.configuration import ConfigError
-from rnnlm_jax.data import DataError
-from rnnlm_jax.experiment import TrainingError, train_and_evaluate
-from rnnlm_jax.preemption import EXIT_STATUS
-from rnnlm_jax.sources import read_text
-from rnnlm_jax.workdir import WorkdirError, WorkdirInUse
+from rnnlm_jax import jobs
+from rnnlm_jax.config.checks import ConfigError
+from rnnlm_jax.data.sources import DataError, read_text
+from rnnlm_jax.infer import generation, scoring
+from rnnlm_jax.infer.load import load_trained
+from rnnlm_jax.run import sweeps
+from rnnlm_jax.train import parallel
+from rnnlm_jax.train.checkpoints import CheckpointError
+from rnnlm_jax.train.loop import TrainingError
+from rnnlm_jax.train.preemption import EXIT_STATUS
+from rnnlm_jax.train.workdir import WorkdirError, WorkdirInUse
 
 
 def fail(message: str, status: int) -> None:
@@ -102,10 +105,11 @@ def default_workdir(config_filename: str) -> str:
 
 
 def train(config, workdir: str, config_name: str = "", sweep_index: int | None = None) -> None:
-    """Trains (or resumes); after a SIGTERM / SIGINT exits 0 / 130 with the checkpoint saved.
+    """Trains (or resumes) the job `config.job` names (`rnnlm_jax.jobs`); after a SIGTERM /
+    SIGINT exits 0 / 130 with the checkpoint saved.
 
     With `sweep_index`, trial i of the config file's sweep, in its own workdir subfolder.
-    A config with `task = "sine"` runs exercise 3 (`rnnlm_jax.sine`) instead.
+    `config.job = "population"` trains all the sweep's trials at once.
     """
     if sweep_index is not None:
         trial_dir, overrides = sweeps.trial_workdir(workdir, config_name, sweep_index)
@@ -113,12 +117,10 @@ def train(config, workdir: str, config_name: str = "", sweep_index: int | None =
         if parallel.is_main_process():
             sweeps.write_trial_file(trial_dir, sweep_index, overrides)
         workdir = str(trial_dir)
-    if config.get("task") == "sine":
-        sine.train_and_evaluate(config, workdir)
-        return
-    result = train_and_evaluate(config, workdir)
-    if result["stopped_by"]:
-        sys.exit(EXIT_STATUS[result["stopped_by"]])
+    trials = sweeps.load_sweep(config_name) if config.get("job") == "population" else None
+    result = jobs.run(config, workdir, trials)
+    if result.stopped_by:
+        sys.exit(EXIT_STATUS[result.stopped_by])
 
 
 def sweep(config, config_name: str, workdir: str, argv: list[str], slurm: dict, wait) -> None:
@@ -158,13 +160,6 @@ def sweep(config, config_name: str, workdir: str, argv: list[str], slurm: dict, 
 def summary(workdir: str) -> None:
     """Prints (and writes) the table of a sweep's final metrics."""
     print(sweeps.summarize(workdir)[0], end="")
-
-
-def population(config, config_name: str, workdir: str) -> None:
-    """Trains every trial of the config file's sweep at once (`rnnlm_jax.population`)."""
-    from rnnlm_jax import population as population_lib
-
-    population_lib.train_and_evaluate(config, sweeps.load_sweep(config_name), workdir)
 
 
 def sample(workdir: str, prefix: str, num_preds: int, **sampling) -> None:

@@ -15,9 +15,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rnnlm_jax.head import Dense
-from rnnlm_jax.initializers import INITS, head_initializers, initializers  # noqa: F401
-from rnnlm_jax.layer import CELLS, RNNLayer, State, zero_state  # noqa: F401
+from rnnlm_jax.nn.head import Dense
+from rnnlm_jax.nn.initializers import INITS, head_initializers, initializers  # noqa: F401
+from rnnlm_jax.nn.layer import CELLS, RNNLayer, State, zero_state  # noqa: F401
+from rnnlm_jax.nn.spec import LAYER_FIELDS, ModelSpec
 
 
 class RNNModel(nn.Module):
@@ -35,9 +36,14 @@ class RNNModel(nn.Module):
       dropout: dropout between stacked layers (`RNNLayer`'s).
       output_dropout: dropout on the last layer's outputs, before the head.
       tie_embeddings: the head's kernel is the embedding transposed (needs E == H).
-      custom_vjp: as `RNNLayer`; the Dense head too (`rnnlm_jax.head`: the same parameters,
-        float32 logits, its matmuls' operands in `dtype`). False: flax's own layers.
+      impl: as `RNNLayer`; with any but `flax` the Dense head is `rnnlm_jax.nn.head`'s (the
+        same parameters, float32 logits, its matmuls' operands in `dtype`); `flax`: flax's
+        own layers throughout.
       other attributes: as `RNNLayer`. No dropout ever touches the recurrent connections.
+
+    The fields besides `vocab_size` are `spec.ModelSpec`'s (`RNNModel.from_spec` builds one
+    from a spec); the recurrent stack's share (`spec.LAYER_FIELDS`) goes to `RNNLayer` as
+    it is.
     """
 
     vocab_size: int
@@ -47,10 +53,9 @@ class RNNModel(nn.Module):
     initializer: str = "normal"
     init_scale: float = 0.01
     dropout: float = 0.0
-    custom_vjp: bool = True
+    impl: str = "auto"
     unroll: int = 1
     dtype: Any = jnp.float32
-    lstm_impl: str = "auto"
     embed_dim: int = 0
     embed_dropout: float = 0.0
     output_dropout: float = 0.0
@@ -73,25 +78,14 @@ class RNNModel(nn.Module):
             )
         self.embed_drop = nn.Dropout(self.embed_dropout)
         self.output_drop = nn.Dropout(self.output_dropout)
-        self.rnn = RNNLayer(
-            cell=self.cell,
-            num_hiddens=self.num_hiddens,
-            num_layers=self.num_layers,
-            vocab_size=self.vocab_size,
-            dropout=self.dropout,
-            initializer=self.initializer,
-            init_scale=self.init_scale,
-            custom_vjp=self.custom_vjp,
-            unroll=self.unroll,
-            dtype=self.dtype,
-            lstm_impl=self.lstm_impl,
-        )
+        layer = {name: getattr(self, name) for name in LAYER_FIELDS}
+        self.rnn = RNNLayer(vocab_size=self.vocab_size, **layer)
         head = head_initializers(self.initializer, self.init_scale, self.num_hiddens)
         if self.tie_embeddings:
             self.head_bias = self.param(
                 "head_bias", head["bias_init"], (self.vocab_size,), jnp.float32
             )
-        elif self.custom_vjp:  # the same parameters, a faster backward pass (`head`)
+        elif self.impl != "flax":  # the same parameters, a faster backward pass (`head`)
             self.dense = Dense(self.vocab_size, dtype=self.dtype, **head)
         else:  # flax's: forward-mode autodiff works through it
             self.dense = nn.Dense(self.vocab_size, dtype=self.dtype, **head)
@@ -122,6 +116,11 @@ class RNNModel(nn.Module):
         else:
             logits = self.dense(outputs)
         return logits.astype(jnp.float32), state
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, vocab_size: int) -> RNNModel:
+        """The model `spec` describes, for a vocab of `vocab_size` tokens."""
+        return cls(vocab_size=vocab_size, **spec.model_kwargs())
 
     def begin_state(self, batch_size: int) -> State:
         """The zero state for `batch_size` sequences; see `RNNLayer.begin_state`."""

@@ -1,6 +1,6 @@
-"""The Time Machine data: the corpus and its minibatches (files come from `sources`).
+"""Text to ids, ids to minibatches: the book's corpus loading and its two partitionings.
 
-Data flows one way: file -> lines -> tokens -> `Vocab` (`rnnlm_jax.vocab`) -> corpus ids ->
+Data flows one way: file -> lines -> tokens -> `Vocab` (`rnnlm_jax.data.vocab`) -> corpus ids ->
 `(batch_size, num_steps)` int32 minibatches, exactly as d2l 0.17 does it
 (`read_time_machine`, `tokenize`, `Vocab`, `load_corpus_time_machine`,
 `seq_data_iter_sequential` and `seq_data_iter_random`).
@@ -12,17 +12,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from rnnlm_jax.sources import (  # noqa: F401  (the names data's users know)
-    DATA_DIR_ENV,
-    TIME_MACHINE_SHA1,
-    DataError,
-    DownloadStopped,
-    default_data_dir,
-    download,
-    find_time_machine,
-    sha1_of,
-)
-from rnnlm_jax.vocab import TOKEN_TYPES, Vocab, clean_lines, tokenize  # noqa: F401
+from rnnlm_jax.data.sources import DataError
+from rnnlm_jax.data.vocab import Vocab, clean_lines, tokenize
 
 PARTITIONS = ("sequential", "random")
 

@@ -28,9 +28,9 @@ from typing import Any
 import ml_collections
 import submitit
 
-from rnnlm_jax import metrics
-from rnnlm_jax.configuration import ConfigError
+from rnnlm_jax.config.checks import ConfigError
 from rnnlm_jax.files import write_text_atomic
+from rnnlm_jax.train import metrics
 
 TRIAL_FILE = "trial.json"
 CLUSTERS = ("auto", "slurm", "local")
@@ -185,10 +185,8 @@ def summarize(workdir: str | Path) -> tuple[str, str]:
     writer.writeheader()
     writer.writerows(rows)
     csv_text = buf.getvalue()
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for r in rows:
-        lines.append("| " + " | ".join(_cell(r.get(c, "")) for c in columns) + " |")
-    md_text = "\n".join(lines) + "\n"
+    cells = [[_cell(r.get(c, "")) for c in columns] for r in rows]
+    md_text = metrics.markdown_table(columns, cells)
     write_text_atomic(workdir / "summary.csv", csv_text)
     write_text_atomic(workdir / "summary.md", md_text)
     return md_text, csv_text

@@ -15,7 +15,7 @@ Call as `(carry, inputs) -> (carry, hs)`: `inputs` are int ids `[T, B]` (needs
 `vocab_size`) or floats `[T, B, D]`, time-major; `hs` is float32 `[T, B, H]`; the carry is
 `h [B, H]` (LSTM: flax's pair `(c, h)`; with `return_cell_states` its outputs are `(cs, hs)`).
 Forward-mode autodiff (`jax.jvp`, `jax.jacfwd`) cannot go through a hand-written backward pass:
-it fails with a message pointing to flax's cells (`RNNLayer(custom_vjp=False)`).
+it fails with a message pointing to flax's cells (`RNNLayer(impl="flax")`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rnnlm_jax import recurrences
+from rnnlm_jax.nn import recurrences
 
 Initializer = Any
 
@@ -54,7 +54,7 @@ class _Dense(nn.Module):
 FORWARD_MODE_HINT = (
     "rnnlm_jax's fast recurrent layers have a hand-written backward pass (jax.custom_vjp), "
     "which forward-mode autodiff (jax.jvp, jax.jacfwd, jax.hessian) cannot go through; "
-    "build the layer or model with custom_vjp=False (flax's cells under nn.scan, the same "
+    "build the layer or model with impl='flax' (flax's cells under nn.scan, the same "
     "parameters) for forward mode"
 )
 
@@ -167,18 +167,30 @@ class FastLSTM(_FastLayer):
 FAST_LAYERS = {"rnn": FastRNN, "gru": FastGRU, "lstm": FastLSTM}
 
 
-LSTM_IMPLS = ("auto", "scan", "cudnn")
+IMPLS = ("auto", "fast", "flax", "cudnn")
 
 
-def resolve_lstm_impl(impl: str, dtype: Any = jnp.float32) -> str:
-    """`scan` or `cudnn`: `auto` picks cuDNN on a CUDA device with float32 matmuls."""
-    if impl not in LSTM_IMPLS:
-        raise ValueError(f"unknown lstm_impl {impl!r}; expected one of {LSTM_IMPLS}")
-    if impl != "auto":
-        return impl
+def cuda_available() -> bool:
+    """Whether JAX's default backend is a CUDA GPU."""
     platform = getattr(getattr(jax.devices()[0], "client", None), "platform_version", "")
-    cuda = jax.default_backend() == "gpu" and "cuda" in str(platform).lower()
-    return "cudnn" if cuda and jnp.dtype(dtype) == jnp.float32 else "scan"
+    return jax.default_backend() == "gpu" and "cuda" in str(platform).lower()
+
+
+def resolve_impl(impl: str, cell: Any = "lstm", dtype: Any = jnp.float32) -> str:
+    """What runs a layer of `cell`: `fast` (the layers here), `flax` (flax's cells under
+    `nn.scan` and `jax.grad`) or `cudnn` (the LSTM as cuDNN calls). `auto` is `cudnn` for
+    the LSTM on a CUDA GPU with float32 matmuls, `fast` for the other named cells, and
+    `flax` for a cell class of your own (the only way to run one); `cudnn` runs a cell
+    other than the LSTM `fast`."""
+    if impl not in IMPLS:
+        raise ValueError(f"unknown impl {impl!r}; expected one of {IMPLS}")
+    if not isinstance(cell, str) or impl == "flax":
+        return "flax"
+    if cell != "lstm":
+        return "fast"
+    if impl == "auto":
+        return "cudnn" if cuda_available() and jnp.dtype(dtype) == jnp.float32 else "fast"
+    return impl
 
 
 def pack_cudnn_lstm_weights(params) -> jax.Array:

@@ -16,9 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnlm_jax.models import RNNModel
-from rnnlm_jax.training import begin_state, check_logits, check_model, logits_by_step
-from rnnlm_jax.vocab import Vocab
+from rnnlm_jax.data.vocab import Vocab
+from rnnlm_jax.nn.contract import begin_state, check_logits, check_model, logits_by_step
+from rnnlm_jax.nn.models import RNNModel
 
 
 @functools.partial(jax.jit, static_argnames=("model", "num_preds", "num_samples", "top_k"))

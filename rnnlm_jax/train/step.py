@@ -1,4 +1,4 @@
-"""Training maths: the train state, the jitted clipped-SGD step and the compiled epoch.
+"""Training maths: the train state, the jitted clipped-SGD step, and a compiled chunk of steps.
 
 The book's `train_ch8`: mean softmax cross-entropy over the T*B targets,
 gradients clipped to global L2 norm `clip`, plain SGD with rate `lr`, one
@@ -6,26 +6,10 @@ step per minibatch; the hidden state starts at zero each epoch (each batch
 under random partitioning) and is otherwise carried over with its gradient
 stopped at the batch boundary.
 
-The model contract. Any flax module trains, samples and scores here (`create_train_state`,
-`train_step`, `train_epoch`, `evaluate`; `generation`, `scoring`) if it has
-  * `begin_state(batch_size)`: the state a batch of sequences starts from (any pytree),
-    called on the unbound module (no parameters): write it the natural way, e.g.
-    `return RNNLayer(cell="lstm", num_hiddens=self.H).begin_state(batch_size)` (the callers
-    use `training.begin_state`, which runs it outside flax's module context, so it needs
-    no `@nn.nowrap`; it must not use parameters or submodules made in `setup`);
-  * `__call__(tokens, state, deterministic=True) -> (logits, state)`, `tokens` int `[B, T]`,
-    with `deterministic=False` in training (dropout draws from the `dropout` rng);
-  * `logits_layout`, a class attribute stating the logits' layout, never guessed from shapes:
-    `"batch_major"`: `[B, T, V]`; `"time_major"`: `[T * B, V]`, row `t * B + b` for step t
-    of sequence b (`RNNModel`, the book's).
-`create_train_state` checks all three on its first call (one abstract forward pass) and
-raises a one-line `ValueError` naming what is missing; the loss checks the logits' shape
-against the stated layout when it is traced.
+The model contract it relies on is `rnnlm_jax.nn.contract`'s.
 """
 
 from __future__ import annotations
-
-import inspect
 
 import jax
 import jax.numpy as jnp
@@ -34,9 +18,8 @@ import optax
 from flax import struct
 from flax.training import train_state
 
-from rnnlm_jax.models import RNNModel, State
-
-LOGITS_LAYOUTS = ("batch_major", "time_major")
+from rnnlm_jax.nn.contract import begin_state, check_logits, check_model
+from rnnlm_jax.nn.models import RNNModel, State
 
 
 class TrainState(train_state.TrainState):
@@ -77,64 +60,6 @@ def config_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int = 1
         return make_optimizer(config.lr, config.clip)
     schedule = epoch_decay(config.lr, decay, config.decay_after, steps_per_epoch)
     return make_optimizer(schedule, config.clip)
-
-
-def _contract_error(model, problem: str) -> ValueError:
-    return ValueError(
-        f"{type(model).__name__} does not follow rnnlm_jax's model contract: {problem} "
-        "(see rnnlm_jax.training's docstring)"
-    )
-
-
-def check_model(model) -> str:
-    """The model's stated `logits_layout`; a one-line `ValueError` if it states none or its
-    `begin_state` or `deterministic` argument is missing."""
-    layout = getattr(model, "logits_layout", None)
-    if layout not in LOGITS_LAYOUTS:
-        raise _contract_error(
-            model,
-            f"logits_layout is {layout!r}; give the class logits_layout = 'batch_major' "
-            "(logits [B, T, V]) or 'time_major' (logits [T * B, V], row t * B + b)",
-        )
-    if not callable(getattr(model, "begin_state", None)):
-        raise _contract_error(model, "it has no begin_state(batch_size) method")
-    params = inspect.signature(type(model).__call__).parameters
-    if "deterministic" not in params and not any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        raise _contract_error(
-            model, "its __call__(tokens, state, deterministic=True) takes no deterministic"
-        )
-    return layout
-
-
-def begin_state(model, batch_size: int):
-    """`model.begin_state(batch_size)`, run outside flax's module context: flax wraps a
-    module's methods, and a submodule made inside a wrapped method of an unbound module
-    (such as `RNNLayer(...).begin_state(B)`) fails in flax with a bare `AssertionError`."""
-    method = getattr(type(model), "begin_state", None)
-    raw = getattr(method, "__wrapped__", None)  # the function flax's wrapper calls
-    if raw is None or getattr(model, "scope", None) is not None:
-        return model.begin_state(batch_size)
-    return raw(model, batch_size)
-
-
-def logits_by_step(logits, layout: str, batch_size: int, num_steps: int):
-    """Logits in either stated layout as `[T, B, V]` (step t of sequence b at `[t, b]`)."""
-    if layout == "batch_major":
-        return jnp.swapaxes(logits, 0, 1)
-    return logits.reshape(num_steps, batch_size, -1)
-
-
-def check_logits(logits, layout: str, batch_size: int, num_steps: int) -> None:
-    """A one-line `ValueError` if `logits` are not shaped as `layout` says for `[B, T]`
-    tokens: `[B, T, V]` (batch_major) or `[T * B, V]` (time_major)."""
-    lead = (batch_size, num_steps) if layout == "batch_major" else (num_steps * batch_size,)
-    shape = tuple(getattr(logits, "shape", ()))
-    if len(shape) != len(lead) + 1 or shape[:-1] != lead:
-        want = "[B, T, V]" if layout == "batch_major" else "[T * B, V]"
-        raise ValueError(
-            f"the model states logits_layout={layout!r}, so for tokens [B, T] = "
-            f"[{batch_size}, {num_steps}] its logits must be {want}, but they are {list(shape)}"
-        )
 
 
 def create_train_state(
@@ -251,7 +176,7 @@ Returns:
 """
 
 
-def _train_epoch(state, X_all, Y_all, begin_state, reset_each_batch):
+def _train_chunk(state, carry, X_all, Y_all, begin_state, reset_each_batch):
     def body(carried, batch):
         state, carry = carried
         if reset_each_batch:
@@ -259,31 +184,49 @@ def _train_epoch(state, X_all, Y_all, begin_state, reset_each_batch):
         state, carry, step_metrics = _train_step(state, carry, *batch)
         return (state, carry), step_metrics
 
-    (state, _), per_step = jax.lax.scan(body, (state, begin_state), (X_all, Y_all))
-    epoch_metrics = {
+    (state, carry), per_step = jax.lax.scan(body, (state, carry), (X_all, Y_all))
+    chunk_metrics = {
         "loss_sum": per_step["loss_sum"].sum(),
         "num_tokens": per_step["num_tokens"].sum(),
         "grad_norm": per_step["grad_norm"].mean(),
     }
-    return state, epoch_metrics
+    return state, carry, chunk_metrics
 
 
-train_epoch = jax.jit(_train_epoch, donate_argnums=0, static_argnames="reset_each_batch")
-train_epoch.__doc__ = """One epoch as one compiled program: `train_step` scanned over the batches.
+train_chunk = jax.jit(_train_chunk, donate_argnums=0, static_argnames="reset_each_batch")
+train_chunk.__doc__ = """A run of consecutive minibatches as one compiled program: `train_step`
+scanned over them, `(state, carry, X_all, Y_all, begin_state) -> (state, carry, metrics)`.
 
-The hidden state starts at `begin_state` and is carried from batch to batch
-(gradient stopped at each boundary), or reset before every batch if
-`reset_each_batch` (random partitioning). Nothing syncs with the host inside.
+The run loop's unit of work: an epoch is one chunk or several (`rnnlm_jax.train.loop`),
+and chaining chunks gives the same state as one chunk over all their minibatches. The
+hidden state `carry` is carried from batch to batch (gradient stopped at each boundary),
+or reset to `begin_state` before every batch if `reset_each_batch` (random partitioning).
+Nothing syncs with the host inside.
 
 Args:
   state: the `TrainState` (donated).
-  X_all, Y_all: int32 `[N, B, T]`, the epoch's stacked minibatches.
+  carry: the hidden state the first minibatch starts from.
+  X_all, Y_all: int32 `[N, B, T]`, the chunk's stacked minibatches.
   begin_state: the zero state `[L, B, H]` (LSTM: a pair).
   reset_each_batch: static.
 
 Returns:
-  The new state and device scalars: `loss_sum` and `num_tokens` over the
-  epoch, and `grad_norm`, the mean over its steps of the norm before clipping.
+  The new state, the hidden state after the last minibatch, and device scalars:
+  `loss_sum` and `num_tokens` over the chunk, and `grad_norm`, the mean over its steps of
+  the norm before clipping.
+"""
+
+
+def _train_epoch(state, X_all, Y_all, begin_state, reset_each_batch):
+    state, _, epoch_metrics = _train_chunk(
+        state, begin_state, X_all, Y_all, begin_state, reset_each_batch
+    )
+    return state, epoch_metrics
+
+
+train_epoch = jax.jit(_train_epoch, donate_argnums=0, static_argnames="reset_each_batch")
+train_epoch.__doc__ = """One epoch as one compiled program: `train_chunk` over all its
+minibatches from `begin_state`: `(state, X_all, Y_all, begin_state) -> (state, metrics)`.
 """
 
 

@@ -1,6 +1,7 @@
-"""SIGTERM / SIGINT as a request to stop: the training loop checks it between epochs, saves a
-checkpoint and exits cleanly instead of dying mid-save. Before there is anything to save
-(compilation and the first epoch of a process) a signal stops the process at once."""
+"""SIGTERM / SIGINT as a request to stop: the run loop checks it between chunks of
+minibatches, saves a checkpoint and exits cleanly instead of dying mid-save. Before there is
+anything to save (loading, compilation and the first chunk of a process) a signal stops the
+process at once."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ EXIT_STATUS = {"SIGTERM": 0, "SIGINT": 130}
 class StopRequest:
     """Context manager: while active, SIGTERM and SIGINT set `signal_name` instead of killing.
 
-    Until `arm()` is called (the first epoch has trained: there is something to save), a
+    Until `arm()` is called (the first chunk has trained: there is something to save), a
     signal exits the process at once, even while the main thread is inside a long XLA
     compilation, where Python would run its handler only once the compiler returns: the
     signal's wake-up byte reaches a watcher thread that exits for it.
@@ -34,7 +35,7 @@ class StopRequest:
         self._write_fd = None
 
     def arm(self) -> None:
-        """From now on a signal is a request to save and stop after the current epoch."""
+        """From now on a signal is a request to save and stop after the current chunk."""
         self._armed = True
 
     def _handle(self, signum, frame):
@@ -44,7 +45,10 @@ class StopRequest:
 
     def _exit_now(self, signum: int) -> None:
         name = signal.Signals(signum).name
-        print(f"stopped by {name} before the first epoch ended: nothing to save", flush=True)
+        print(
+            f"stopped by {name} before the first chunk of training ended: nothing to save",
+            flush=True,
+        )
         sys.stderr.flush()
         os._exit(EXIT_STATUS[name])
 

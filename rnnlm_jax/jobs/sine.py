@@ -7,11 +7,16 @@ minibatches of 16): the book's MLP (tau -> 10 ReLU -> 1) and an RNN that reads t
 a sequence of `tau` scalars (`RNNLayer`, float inputs) and predicts from its last state.
 Both are then judged as the book does: 1-step-ahead predictions, a free-running multi-step
 prediction from the end of the training data, and k-step-ahead predictions (k = 1, 4, 16, 64).
+
+Both train side by side through the one run loop (`rnnlm_jax.train.loop`), so the job
+resumes after a stop or a crash, bit-exact; each model's epochs are exactly those of its own
+run (its minibatch order is the `epoch`-th permutation drawn from its seed).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -23,9 +28,10 @@ import ml_collections
 import numpy as np
 import optax
 
-from rnnlm_jax.configuration import ConfigError
-from rnnlm_jax.files import write_text_atomic
-from rnnlm_jax.models import RNNLayer
+from rnnlm_jax.config.checks import validate
+from rnnlm_jax.files import write_json_atomic, write_text_atomic
+from rnnlm_jax.nn.models import RNNLayer
+from rnnlm_jax.train import checkpoints, loop
 
 
 def make_series(T: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -76,12 +82,9 @@ class RNNRegressor(nn.Module):
         return nn.Dense(1)(outputs[-1])[:, 0]
 
 
-def fit(model: nn.Module, features, labels, config, seed: int) -> tuple[Any, list[float]]:
-    """The book's training: squared loss, Adam, shuffled minibatches. Returns
-    `(params, per-epoch mean training loss)`."""
-    params = model.init(jax.random.key(seed), features[:1])["params"]
-    tx = optax.adam(config.lr)
-    opt_state = tx.init(params)
+def adam_step(model: nn.Module, tx: optax.GradientTransformation):
+    """The book's step, jitted: squared loss, `tx` (Adam):
+    `(params, opt_state, X, y) -> (params, opt_state, loss)`."""
 
     @jax.jit
     def step(params, opt_state, X, y):
@@ -92,10 +95,28 @@ def fit(model: nn.Module, features, labels, config, seed: int) -> tuple[Any, lis
         updates, opt_state = tx.update(grads, opt_state)
         return optax.apply_updates(params, updates), opt_state, loss
 
+    return step
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The book's shuffle of epoch `epoch` (0-based): the `epoch`-th permutation of `n`
+    drawn from one generator seeded `seed` (the order an uninterrupted run draws)."""
     rng = np.random.default_rng(seed)
+    for _ in range(epoch):
+        rng.permutation(n)
+    return rng.permutation(n)
+
+
+def fit(model: nn.Module, features, labels, config, seed: int) -> tuple[Any, list[float]]:
+    """The book's training alone (no workdir): squared loss, Adam, shuffled minibatches.
+    Returns `(params, per-epoch mean training loss)`."""
+    params = model.init(jax.random.key(seed), features[:1])["params"]
+    tx = optax.adam(config.lr)
+    opt_state = tx.init(params)
+    step = adam_step(model, tx)
     losses = []
-    for _ in range(config.num_epochs):
-        order = rng.permutation(len(features))
+    for epoch in range(config.num_epochs):
+        order = epoch_order(len(features), seed, epoch)
         total = 0.0
         for i in range(0, len(order), config.batch_size):
             idx = order[i : i + config.batch_size]
@@ -146,61 +167,114 @@ def evaluate(predict, x, features, config) -> dict[str, Any]:
     }
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-    checks = [
-        (config.T > config.tau + max(config.k_steps), "T must exceed tau + max(k_steps)"),
-        (0 < config.n_train <= config.T - config.tau, "n_train must be in [1, T - tau]"),
-        (config.tau >= 1 and config.batch_size >= 1, "tau and batch_size must be >= 1"),
-        (config.num_epochs >= 1 and config.lr > 0, "num_epochs >= 1 and lr > 0 are needed"),
-        (all(k >= 1 for k in config.k_steps), "k_steps must be >= 1"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(f"sine config: {message}")
+class SineJob(loop.Job):
+    """Exercise 3: the book's MLP and an RNN regressor, trained side by side on the same
+    noisy sine series (see `loop.Job`)."""
+
+    name = "sine"
+    plot_keys = ("mlp_loss", "rnn_loss")
+    plot_file = "train_loss.png"
+    plot_ylabel = "training loss (MSE)"
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        self.config = validate(config)
+
+    def load(self) -> None:
+        c = self.config
+        self.time_axis, self.x = make_series(c.T, c.noise, c.seed)
+        self.features, labels = embed(self.x, c.tau)
+        self.train = (self.features[: c.n_train], labels[: c.n_train])
+        self.models = {
+            "mlp": MLP(c.mlp_hiddens),
+            "rnn": RNNRegressor(c.cell, c.num_hiddens, c.num_layers),
+        }
+        self.tx = optax.adam(c.lr)
+        self.steps = {name: adam_step(m, self.tx) for name, m in self.models.items()}
+        self.steps_per_epoch = math.ceil(c.n_train / c.batch_size)
+
+    def init_state(self):
+        state = {}
+        for name, model in self.models.items():
+            params = model.init(jax.random.key(self.config.seed), self.train[0][:1])["params"]
+            state[name] = {"params": params, "opt_state": self.tx.init(params)}
+        return state
+
+    def abstract_state(self):
+        return jax.eval_shape(self.init_state)
+
+    def write_files(self, workdir: Path) -> None:
+        write_json_atomic(workdir / checkpoints.CONFIG_FILE, self.config.to_dict())
+
+    def epoch_data(self, epoch: int):
+        return epoch_order(len(self.train[0]), self.config.seed, epoch)
+
+    def train_chunk(self, state, carry, order, start: int, stop: int):
+        B = self.config.batch_size
+        features, labels = self.train
+        sums = {}
+        for name, step in self.steps.items():
+            began = time.perf_counter()
+            params, opt_state = state[name]["params"], state[name]["opt_state"]
+            total = 0.0
+            for i in range(start * B, min(stop * B, len(order)), B):
+                idx = order[i : i + B]
+                params, opt_state, loss = step(params, opt_state, features[idx], labels[idx])
+                total += float(loss) * len(idx)
+            state = {**state, name: {"params": params, "opt_state": opt_state}}
+            sums[f"{name}_loss_sum"] = total
+            sums[f"{name}_seconds"] = time.perf_counter() - began
+        return state, carry, sums
+
+    def end_epoch(self, state, epoch: int, sums: dict, seconds: float) -> dict:
+        n = len(self.train[0])
+        return {
+            "epoch": epoch,
+            **{f"{name}_loss": sums[f"{name}_loss_sum"] / n for name in self.models},
+            **{f"{name}_seconds": sums[f"{name}_seconds"] for name in self.models},
+            "seconds": seconds,
+        }
+
+    def log_epoch(self, state, record: dict, logger) -> None:
+        losses = ", ".join(f"{name} {record[f'{name}_loss']:.4f}" for name in self.models)
+        print(f"epoch {record['epoch']}: training loss {losses}")
+
+    def report(self, state, result: loop.RunResult) -> None:
+        c, workdir = self.config, self.workdir
+        results = {}
+        for name, model in self.models.items():
+            start = time.perf_counter()
+            params = state[name]["params"]
+            predict_jit = jax.jit(lambda f, p=params, m=model: m.apply({"params": p}, f))
+
+            def predict(f, fn=predict_jit):
+                return np.asarray(fn(jnp.asarray(f, jnp.float32)))
+
+            results[name] = evaluate(predict, self.x, self.features, c)
+            results[name]["train_loss"] = [r[f"{name}_loss"] for r in result.history]
+            train_seconds = sum(r.get(f"{name}_seconds", 0.0) for r in result.history)
+            results[name]["seconds"] = train_seconds + time.perf_counter() - start
+        _plot(self.time_axis, self.x, results, c, workdir)
+        summary = {n: {k: v for k, v in r.items() if k != "curves"} for n, r in results.items()}
+        write_text_atomic(workdir / "sine_results.json", json.dumps(summary, indent=2) + "\n")
+        header = "model  1-step(all)  1-step(test)  free-run  " + "  ".join(
+            f"{k}-step" for k in c.k_steps
+        )
+        print(header)
+        for name, r in summary.items():
+            ks = "  ".join(f"{r['k_step_mse'][k]:.4f}".rjust(len(f"{k}-step")) for k in c.k_steps)
+            print(
+                f"{name:<5}  {r['onestep_mse']:>11.4f}  {r['onestep_test_mse']:>12.4f}  "
+                f"{r['multistep_mse']:>8.4f}  {ks}"
+            )
+        print(f"(mean squared errors against the observed series; noise variance {c.noise**2})")
+        result.extras["summary"] = summary
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Trains the MLP baseline and the RNN on the same data; writes `sine_results.json`,
-    `sine_predictions.png` and `sine_k_step.png` into `workdir` and prints the errors."""
-    validate(config)
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(workdir / "config.json", config.to_json(indent=2) + "\n")
-    time_axis, x = make_series(config.T, config.noise, config.seed)
-    features, labels = embed(x, config.tau)
-    train = (features[: config.n_train], labels[: config.n_train])
-    models = {
-        "mlp": MLP(config.mlp_hiddens),
-        "rnn": RNNRegressor(config.cell, config.num_hiddens, config.num_layers),
-    }
-    results = {}
-    for name, model in models.items():
-        start = time.perf_counter()
-        params, losses = fit(model, *train, config, config.seed)
-        predict_jit = jax.jit(lambda f, p=params, m=model: m.apply({"params": p}, f))
-
-        def predict(f, fn=predict_jit):
-            return np.asarray(fn(jnp.asarray(f, jnp.float32)))
-
-        results[name] = evaluate(predict, x, features, config)
-        results[name]["train_loss"] = losses
-        results[name]["seconds"] = time.perf_counter() - start
-
-    _plot(time_axis, x, results, config, workdir)
-    summary = {name: {k: v for k, v in r.items() if k != "curves"} for name, r in results.items()}
-    write_text_atomic(workdir / "sine_results.json", json.dumps(summary, indent=2) + "\n")
-    header = "model  1-step(all)  1-step(test)  free-run  " + "  ".join(
-        f"{k}-step" for k in config.k_steps
-    )
-    print(header)
-    for name, r in summary.items():
-        ks = "  ".join(f"{r['k_step_mse'][k]:.4f}".rjust(len(f"{k}-step")) for k in config.k_steps)
-        print(
-            f"{name:<5}  {r['onestep_mse']:>11.4f}  {r['onestep_test_mse']:>12.4f}  "
-            f"{r['multistep_mse']:>8.4f}  {ks}"
-        )
-    print(f"(mean squared errors against the observed series; noise variance {config.noise**2})")
-    return summary
+    """Trains (or resumes) the MLP baseline and the RNN on the same data in `workdir`;
+    writes `sine_results.json`, `sine_predictions.png` and `sine_k_step.png` there and
+    prints the errors. Returns the results (None after a stop)."""
+    return loop.run(SineJob(config), workdir).extras.get("summary")
 
 
 def _plot(time_axis, x, results, config, workdir: Path) -> None:

@@ -4,7 +4,7 @@ character, in one compiled call.
 The text is cleaned and split by the vocab exactly as the training text was
 (`Vocab.tokens_of`), all lines joined as in the training corpus. The first token is context
 only: token i (i >= 1) is scored given tokens 0..i-1, the state starting from zeros, as
-`training.evaluate` scores a held-out corpus.
+`train.evaluate` scores a held-out corpus.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnlm_jax.training import begin_state, check_logits, check_model, logits_by_step
-from rnnlm_jax.vocab import Vocab
+from rnnlm_jax.data.vocab import Vocab
+from rnnlm_jax.nn.contract import begin_state, check_logits, check_model, logits_by_step
 
 CHUNK = 512  # steps per model call inside the compiled loop (bounds the logits' memory)
 

@@ -16,9 +16,10 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from rnnlm_jax import data, sources
-from rnnlm_jax.sources import PTB_SHA1, PTB_URL, DataError, find_ptb  # noqa: F401
-from rnnlm_jax.vocab import Vocab
+from rnnlm_jax.data import batching as data
+from rnnlm_jax.data import sources
+from rnnlm_jax.data.sources import PTB_SHA1, PTB_URL, DataError, find_ptb  # noqa: F401
+from rnnlm_jax.data.vocab import Vocab
 
 CORPORA = ("timemachine", "ptb", "shakespeare", "text")
 SPLITS = sources.PTB_SPLITS

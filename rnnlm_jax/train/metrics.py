@@ -1,5 +1,5 @@
-"""Run records in the workdir: per-epoch metrics as JSON lines and TensorBoard events, the
-perplexity plot, and a progress line."""
+"""Run records in the workdir: per-epoch metrics as JSON lines and TensorBoard events, a
+per-chunk progress record for long epochs, the plot of a run's curves, and a progress line."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 from rnnlm_jax.files import open_append, write_bytes_atomic, write_text_atomic
 
 METRICS_FILE = "metrics.jsonl"
-SCALARS = ("perplexity", "val_perplexity", "test_perplexity", "tokens_per_sec", "grad_norm")
+PROGRESS_FILE = "progress.jsonl"  # one record per chunk of a long epoch
 MAX_LOSS = math.log(sys.float_info.max)  # about 709.8 nats: the largest loss with a perplexity
 
 
@@ -49,17 +49,22 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 class MetricsLogger:
-    """Appends each epoch's record to `metrics.jsonl` and to TensorBoard event files.
+    """Appends each epoch's record to `metrics.jsonl` and to TensorBoard event files (every
+    number in it but the epoch, as a scalar), and each chunk's record of a long epoch to
+    `progress.jsonl`.
 
-    On a resumed run, records after `start_epoch` (written after the checkpoint that is
-    resumed from) are dropped from both, so each epoch appears once. With `write=False`
-    (processes other than 0 of a multi-process run) it only keeps the history in memory.
+    On a resumed run, records written after the checkpoint that is resumed from (epochs
+    after `start_epoch`, chunks after `resume_step`) are dropped, so each appears once. With
+    `write=False` (processes other than 0 of a multi-process run) it only keeps the history
+    in memory.
     """
 
-    def __init__(self, workdir: Path, start_epoch: int = 0, write: bool = True):
+    def __init__(
+        self, workdir: Path, start_epoch: int = 0, write: bool = True, resume_step: int = 0
+    ):
         path = Path(workdir) / METRICS_FILE
         self.history = [r for r in read_jsonl(path) if r["epoch"] <= start_epoch]
-        self._file = self._tb = None
+        self._file = self._tb = self._progress = None
         if write:
             from tensorboardX import SummaryWriter  # writes event files without TensorFlow
 
@@ -67,15 +72,32 @@ class MetricsLogger:
             write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in self.history))
             self._file = open_append(path)
             self._tb = SummaryWriter(logdir=str(workdir), purge_step=start_epoch + 1, flush_secs=10)
+            progress = Path(workdir) / PROGRESS_FILE
+            if progress.exists():
+                kept = [r for r in read_jsonl(progress) if r.get("step", 0) <= resume_step]
+                write_text_atomic(progress, "".join(json.dumps(r) + "\n" for r in kept))
+            self._progress_path = progress
 
     def write(self, record: dict[str, Any]) -> None:
         self.history.append(record)
         if self._file:
             self._file.write(json.dumps(record) + "\n")
             self._file.flush()
-            for key in SCALARS:
-                if key in record:
-                    self._tb.add_scalar(key, record[key], record["epoch"])
+            for key, value in record.items():
+                if (
+                    key != "epoch"
+                    and isinstance(value, (int, float))
+                    and not isinstance(value, bool)
+                ):
+                    self._tb.add_scalar(key, value, record["epoch"])
+
+    def write_progress(self, record: dict[str, Any]) -> None:
+        """Appends a chunk's record (it holds `epoch`, `step` and `position`)."""
+        if self._file:
+            if self._progress is None:
+                self._progress = open_append(self._progress_path)
+            self._progress.write(json.dumps(record) + "\n")
+            self._progress.flush()
 
     def write_text(self, tag: str, text: str, epoch: int) -> None:
         if self._tb:
@@ -85,6 +107,8 @@ class MetricsLogger:
         if self._file:
             self._file.close()
             self._tb.close()
+        if self._progress:
+            self._progress.close()
 
 
 class Progress:
@@ -102,11 +126,30 @@ class Progress:
             return
         self.last = now
         left = (now - self.start) / self.epochs_done * (self.num_epochs - record["epoch"])
-        print(
-            f"[{record['epoch']}/{self.num_epochs}] perplexity {record['perplexity']:.2f}, "
-            f"{record['tokens_per_sec']:,.0f} tokens/sec, {_duration(left)} left",
-            flush=True,
+        shown = (
+            f"perplexity {record['perplexity']:.2f}, {record['tokens_per_sec']:,.0f} tokens/sec, "
+            if "perplexity" in record and "tokens_per_sec" in record
+            else ""
         )
+        print(f"[{record['epoch']}/{self.num_epochs}] {shown}{_duration(left)} left", flush=True)
+
+    def update_chunk(self, epoch: int, position: int, steps: int, record: dict):
+        """A line within a long epoch (0-based `epoch`, `position` of `steps` minibatches)."""
+        now = time.perf_counter()
+        if now - self.last < self.seconds:
+            return
+        self.last = now
+        shown = "".join(
+            f", {k.replace('_', ' ')} {v:,.4g}" for k, v in record.items() if k != "seconds"
+        )
+        print(f"[{epoch + 1}/{self.num_epochs}] step {position}/{steps}{shown}", flush=True)
+
+
+def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A Markdown table: a header of `columns`, then one line per row of cells (as str)."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
 
 
 def _duration(seconds: float) -> str:
@@ -114,10 +157,13 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def plot_perplexity(
-    history: Sequence[dict[str, Any]], path: Path, keys: Sequence[str] = ("perplexity",)
+def plot(
+    history: Sequence[dict[str, Any]],
+    path: Path,
+    keys: Sequence[str] = ("perplexity",),
+    ylabel: str = "perplexity",
 ) -> None:
-    """Saves the book's Animator plot: x epoch, y perplexity, one line per key ("train", ...)."""
+    """Saves the book's Animator plot: x epoch, y `ylabel`, one line per key ("train", ...)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -131,7 +177,7 @@ def plot_perplexity(
         style = "o" if len(points) < len(history) else "-"
         ax.plot(*zip(*points), style, label=labels.get(key, key))
     ax.set_xlabel("epoch")
-    ax.set_ylabel("perplexity")
+    ax.set_ylabel(ylabel)
     ax.set_xlim(1, max(epochs[-1], 2))
     ax.grid(True, alpha=0.3)
     ax.legend()
@@ -140,3 +186,8 @@ def plot_perplexity(
     fig.savefig(png, format="png")
     plt.close(fig)
     write_bytes_atomic(path, png.getvalue())
+
+
+def plot_perplexity(history, path: Path, keys: Sequence[str] = ("perplexity",)) -> None:
+    """`plot` of perplexities."""
+    plot(history, path, keys, "perplexity")

@@ -10,7 +10,7 @@ text with a trained one, or runs a config's sweep.
 
 `--workdir` defaults to `runs/<config file stem>[_<variant>]`; running the same command again
 resumes from the workdir's latest checkpoint. `--mode=sample` and `--mode=score` need only
-the workdir: no config, no data file. The logic is in `rnnlm_jax.cli` and below.
+the workdir: no config, no data file. The logic is in `rnnlm_jax.run.cli` and below.
 """
 
 import sys
@@ -18,7 +18,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from rnnlm_jax import cli
+from rnnlm_jax.run import cli
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (and :variant).", lock_config=True)
@@ -27,9 +27,10 @@ flags.DEFINE_enum(
     "mode",
     "train",
     ["train", "sample", "score", "sweep", "summary", "population"],
-    "train (or resume); sample from a workdir; score text under a workdir's model; sweep: "
-    "submit every trial of the config's get_sweep(); summary: gather a sweep's final "
-    "metrics; population: train the sweep's trials at once, vmapped.",
+    "train (or resume) the job config.job names; sample from a workdir; score text under a "
+    "workdir's model; sweep: submit every trial of the config's get_sweep(); summary: "
+    "gather a sweep's final metrics; population: --config.job=population, the sweep's "
+    "trials trained at once, vmapped.",
 )
 flags.DEFINE_integer("sweep_index", None, "Run trial i of the config's get_sweep().")
 flags.DEFINE_enum(
@@ -92,9 +93,10 @@ def main(argv):
         cli.run(
             lambda: cli.sweep(FLAGS.config, config_name, workdir, sys.argv[1:], slurm, FLAGS.wait)
         )
-    elif FLAGS.mode == "population":
-        cli.run(lambda: cli.population(FLAGS.config, config_name, workdir))
     else:
+        if FLAGS.mode == "population":
+            with FLAGS.config.unlocked():
+                FLAGS.config.job = "population"
         cli.run(lambda: cli.train(FLAGS.config, workdir, config_name, FLAGS.sweep_index))
 
 

@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 from flax.linen.recurrent import flip_sequences
 
-from rnnlm_jax.fast_layers import FAST_LAYERS, CudnnLSTM, resolve_lstm_impl
-from rnnlm_jax.initializers import initializers
+from rnnlm_jax.nn.fast_layers import FAST_LAYERS, CudnnLSTM, resolve_impl
+from rnnlm_jax.nn.initializers import initializers
 
 
 class GRUCell(nn.GRUCell):
@@ -133,14 +133,14 @@ class RNNLayer(nn.Module):
         its outputs concatenated after the forward ones (flax's `nn.Bidirectional`).
       time_major: inputs and outputs `[T, B, ...]` (default) or `[B, T, ...]` (False).
       initializer, init_scale: see `initializers.initializers`.
-      custom_vjp: for the three named cells, the fast layers of `fast_layers` (input
-        projection out of the time loop, one fused matmul per step, hand-written backward
-        pass); False runs flax's cells under `nn.scan` and `jax.grad` (same parameters, same
-        results to float tolerance; needed for forward-mode autodiff such as `jax.jvp`).
-      lstm_impl: for `lstm`: `scan` (the above), `cudnn` (`fast_layers.CudnnLSTM`, one
-        cuDNN call per layer and direction; CUDA only; without `seq_lengths` and
-        `return_all_layers`, which use `scan`) or `auto` (cuDNN on a CUDA device with
-        float32 matmuls, else `scan`). Same parameters either way.
+      impl: what runs the recurrence (`fast_layers.resolve_impl`), the same parameters and
+        results (to float tolerance) whichever: `fast`, for the three named cells, the fast
+        layers of `fast_layers` (input projection out of the time loop, one fused matmul
+        per step, hand-written backward pass); `flax`, flax's cells under `nn.scan` and
+        `jax.grad` (needed for forward-mode autodiff such as `jax.jvp`); `cudnn`, for
+        `lstm`, `fast_layers.CudnnLSTM` (one cuDNN call per layer and direction; CUDA
+        only; `seq_lengths` and `return_all_layers` run `fast`); `auto` (default): cuDNN
+        for the LSTM on a CUDA GPU with float32 matmuls, else `fast`.
       dropout: rate of dropout on each layer's outputs but the last (as PyTorch's
         `nn.RNN(dropout=...)`); an independent mask per layer, time step, sequence and unit.
       unroll: time steps per loop iteration of the compiled scan.
@@ -154,10 +154,9 @@ class RNNLayer(nn.Module):
     dropout: float = 0.0
     initializer: str = "normal"
     init_scale: float = 0.01
-    custom_vjp: bool = True
+    impl: str = "auto"
     unroll: int = 1
     dtype: Any = jnp.float32
-    lstm_impl: str = "auto"
     bidirectional: bool = False
     time_major: bool = True
 
@@ -243,11 +242,11 @@ class RNNLayer(nn.Module):
         where `carries` is the carry at every step (computed only if `need_carries`)."""
         inits = initializers(self.initializer, self.init_scale, self.num_hiddens)
         H = self.num_hiddens
-        if isinstance(self.cell, str) and self.custom_vjp:
+        impl = resolve_impl(self.impl, self.cell, self.dtype)
+        if impl != "flax":
             if carry is None:
                 carry = jax.tree.map(lambda s: s[0], zero_state(self.cell, 1, batch_size, H))
             if self.cell == "lstm":
-                impl = resolve_lstm_impl(self.lstm_impl, self.dtype)
                 if impl == "cudnn" and not need_carries:
                     carry, ys = CudnnLSTM(H, self.vocab_size, name=name, **inits)(carry, x)
                     return carry, ys, None
@@ -295,4 +294,4 @@ class RNNLayer(nn.Module):
             return zero_state(self.cell, rows, batch_size, self.num_hiddens)
         cell = make_cell(self.cell, self.num_hiddens, {}, self.dtype, None)
         carry = cell.initialize_carry(jax.random.key(0), (batch_size, self.num_hiddens))
-        return jax.tree.map(lambda c: jnp.zeros((rows, *c.shape), c.dtype), carry)
+        return jax.tree.map(lambda x: jnp.zeros((rows, *x.shape), x.dtype), carry)

@@ -1,15 +1,15 @@
-"""Checks a run's config and turns it into the objects it describes (model, dtype)."""
+"""Checks a run's config (each field against its job's table, then the fields that must fit
+together) and turns it into the model it describes."""
 
 from __future__ import annotations
 
-import jax.numpy as jnp
+import jax
 import ml_collections
 
-from rnnlm_jax import fields
-from rnnlm_jax.fast_layers import resolve_lstm_impl
-from rnnlm_jax.models import RNNModel
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+from rnnlm_jax.config import fields
+from rnnlm_jax.nn.fast_layers import cuda_available, resolve_impl
+from rnnlm_jax.nn.models import RNNModel
+from rnnlm_jax.nn.spec import DTYPES, ModelSpec  # noqa: F401
 
 
 class ConfigError(ValueError):
@@ -25,13 +25,16 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Checks `config` and returns it with every field it lacks set to its default.
 
     Raises `ConfigError` (one line, naming the field) for an unknown field, a value of the
-    wrong type or range (the table in `rnnlm_jax.fields`) or fields that do not fit together.
+    wrong type or range (the table in `rnnlm_jax.config.fields`) or fields that do not fit together.
     """
     try:
         fields.check_fields(config)
     except fields.FieldError as e:
         raise ConfigError(str(e)) from None
     config = fields.fill_defaults(config)
+    if config.job == "sine":
+        _check_sine(config)
+        return config
     embed_dim = config.embed_dim
     _check(
         embed_dim or not (config.embed_dropout or config.tie_embeddings),
@@ -57,36 +60,39 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         "for training",
     )
     _check(
-        config.lstm_impl != "cudnn"
-        or (config.dtype == "float32" and resolve_lstm_impl("auto") == "cudnn"),
-        "config.lstm_impl='cudnn' needs a CUDA GPU and config.dtype=float32 (use 'auto' or 'scan')",
+        config.impl != "cudnn"
+        or (config.cell == "lstm" and config.dtype == "float32" and cuda_available()),
+        "config.impl='cudnn' needs cell lstm, a CUDA GPU and config.dtype=float32 (use 'auto' "
+        "or 'fast')",
     )
     _check(
-        config.dtype == "float32" or config.cell != "rnn" or config.custom_vjp,
-        "config.dtype=bfloat16 with cell rnn needs config.custom_vjp=True "
+        config.dtype == "float32" or config.cell != "rnn" or config.impl != "flax",
+        "config.dtype=bfloat16 with cell rnn needs config.impl other than 'flax' "
         "(flax's SimpleCell would carry a bfloat16 state)",
     )
     return config
 
 
+def _check_sine(config: ml_collections.ConfigDict) -> None:
+    """The sine job's fields that must fit together."""
+    _check(
+        config.T > config.tau + max(config.k_steps), "sine config: T must exceed tau + max(k_steps)"
+    )
+    _check(
+        0 < config.n_train <= config.T - config.tau, "sine config: n_train must be in [1, T - tau]"
+    )
+
+
+def resolved_impl(config: ml_collections.ConfigDict) -> str:
+    """What runs the recurrence of `config`'s model on this machine, as the run's first
+    lines say: e.g. `fast (auto, cpu)`."""
+    impl = resolve_impl(config.impl, config.cell, DTYPES[config.dtype])
+    how = f"{config.impl}, " if impl != config.impl else ""
+    return f"{impl} ({how}{jax.default_backend()})"
+
+
 def model_from_config(config: ml_collections.ConfigDict, vocab_size: int) -> RNNModel:
     """The `RNNModel` that `config` describes, for a vocab of `vocab_size` tokens (fields
     the config lacks, as an older workdir's may, take the table's defaults)."""
-    config = fields.fill_defaults(config)
-    return RNNModel(
-        vocab_size=vocab_size,
-        cell=config.cell,
-        num_hiddens=config.num_hiddens,
-        num_layers=config.num_layers,
-        initializer=config.initializer,
-        init_scale=config.init_scale,
-        dropout=config.dropout,
-        embed_dim=config.embed_dim,
-        embed_dropout=config.embed_dropout,
-        output_dropout=config.output_dropout,
-        tie_embeddings=config.tie_embeddings,
-        custom_vjp=config.custom_vjp,
-        unroll=config.unroll,
-        dtype=DTYPES[config.dtype],
-        lstm_impl=config.lstm_impl,
-    )
+    spec = ModelSpec.from_config(fields.fill_defaults(config))
+    return RNNModel.from_spec(spec, vocab_size)

@@ -1,0 +1,356 @@
+"""The language-model job: a recurrent LM on a corpus (the book's Time Machine RNN, the Penn
+Treebank LSTM, tiny Shakespeare, your own text), trained by the run loop.
+
+    result = train_and_evaluate(config, workdir)
+
+Running the same config with the same workdir again continues from the latest complete
+checkpoint, and the result is bit-identical to a run that was never interrupted: every
+epoch starts from a fresh hidden state, its minibatches depend only on `(seed, epoch)`, and
+a checkpoint holds the whole train state (mid-epoch: also the position, the hidden state
+carried to it and the epoch's partial sums).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from rnnlm_jax.config.checks import ConfigError, model_from_config, resolved_impl, validate
+from rnnlm_jax.config.fields import fill_defaults
+from rnnlm_jax.data import batching, corpora
+from rnnlm_jax.data.sources import DataError
+from rnnlm_jax.files import write_json_atomic
+from rnnlm_jax.infer import scoring
+from rnnlm_jax.infer.generation import predict
+from rnnlm_jax.nn.contract import begin_state
+from rnnlm_jax.train import checkpoints, loop, metrics, parallel, step
+from rnnlm_jax.train.loop import TrainingError  # noqa: F401  (the LM's users know it here)
+
+# Fields that fix the parameters' shapes or the vocab: a checkpoint cannot be resumed with
+# other values.
+MODEL_FIELDS = ("job", "cell", "num_hiddens", "num_layers", "token", "min_freq")
+
+
+def device_name() -> str:
+    """The JAX device the run uses, e.g. `cpu:0` or `cuda:0`."""
+    return str(jax.devices()[0])
+
+
+def steps_per_epoch(config: ml_collections.ConfigDict, train_len: int) -> int:
+    """Minibatches per epoch of `config` over a training corpus of `train_len` tokens."""
+    return batching.num_batches_per_epoch(
+        train_len, config.batch_size, config.num_steps, config.partition, config.random_offset
+    )
+
+
+def load_data(config: ml_collections.ConfigDict) -> corpora.Corpus:
+    """The `corpora.Corpus` of a validated `config` (train, valid, test ids and the vocab).
+
+    Raises `ConfigError` if the training or validation text is too short to batch (a
+    `DataError` for your own text files, whose length is the data's, not the config's).
+    """
+    corpus = corpora.load(config)
+    own = config.corpus == "text"
+    error = DataError if own else ConfigError
+    where = f"{config.text_files}: " if own else ""
+    if steps_per_epoch(config, len(corpus.train)) < 1:
+        raise error(
+            f"{where}a training text of {len(corpus.train)} tokens is too short for "
+            f"config.batch_size={config.batch_size} x config.num_steps={config.num_steps}"
+        )
+    valid = corpus.valid
+    if valid is not None and len(valid) < config.batch_size * config.num_steps + 1:
+        hint = {
+            "text": "a larger config.valid_fraction, or 0 for no validation",
+            "timemachine": "config.num_val",
+        }.get(config.corpus, "a smaller batch_size or num_steps")
+        raise error(
+            f"{where}the validation text has {len(valid)} tokens, fewer than one "
+            f"batch_size x num_steps minibatch (+1) needs ({hint})"
+        )
+    return corpus
+
+
+def check_compatible(saved: ml_collections.ConfigDict, config: ml_collections.ConfigDict):
+    """Raises `ConfigError` naming every model field whose value differs from the checkpoint's.
+
+    Returns the other fields that differ, as `{field: (saved, new)}`.
+    """
+    differ = {
+        k: (saved.get(k), config.get(k))
+        for k in sorted(set(saved.keys()) | set(config.keys()))
+        if saved.get(k) != config.get(k) and not _same_sequence(saved.get(k), config.get(k))
+    }
+    bad = [k for k in MODEL_FIELDS if k in differ]
+    if bad:
+        details = ", ".join(f"{k} {differ[k][0]!r} (checkpoint) vs {differ[k][1]!r}" for k in bad)
+        raise ConfigError(
+            f"the workdir's checkpoint was made with another model: {details}; "
+            "use another --workdir or the checkpoint's values"
+        )
+    return differ
+
+
+def _same_sequence(a, b) -> bool:
+    """JSON turns tuples into lists: ('a', 'b') and ['a', 'b'] are the same value."""
+    return isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and list(a) == list(b)
+
+
+def device_memory() -> int | None:
+    """Bytes of memory the first device can use (the host's RAM for a CPU), or None."""
+    device = jax.devices()[0]
+    if device.platform == "cpu":
+        try:
+            return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError):
+            return None
+    stats = device.memory_stats() or {}
+    return stats.get("bytes_limit")
+
+
+def check_fits(config, abstract_state) -> None:
+    """`ConfigError` for a model whose parameters, their gradients and the optimizer's state
+    alone would not fit in the device's memory (rather than an allocation failing later)."""
+    state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract_state))
+    params = sum(x.size for x in jax.tree.leaves(abstract_state.params))
+    available = device_memory()
+    if available and 2 * state_bytes > available:
+        raise ConfigError(
+            f"a model of config.num_hiddens={config.num_hiddens}, config.num_layers="
+            f"{config.num_layers} has {params:,} parameters: {2 * state_bytes / 2**30:,.1f} GiB "
+            f"with their gradients, more than the device's {available / 2**30:,.1f} GiB"
+        )
+
+
+def flops_per_step(config, params) -> float:
+    """About the FLOPs of one training minibatch: 6 per weight (forward 2, backward 4) and
+    token, counting every matrix (an embedding's rows are looked up, not multiplied)."""
+    tokens = config.batch_size * config.num_steps
+    weights = sum(
+        x.size
+        for path, x in jax.tree_util.tree_leaves_with_path(params)
+        if x.ndim == 2 and "embed" not in jax.tree_util.keystr(path)
+    )
+    return 6.0 * weights * tokens
+
+
+def divergence_check(mean_loss: float, vocab_size: int, epoch: int) -> None:
+    """`TrainingError` if the training loss diverged: not finite, or far above a uniform
+    guess's log(V) (over max(2 log V, log V + 5): a perplexity no run that learns reaches;
+    an lr of 100 gives 1e59), checked before anything is derived from it."""
+    uniform = math.log(max(vocab_size, 2))
+    if not (math.isfinite(mean_loss) and mean_loss <= max(2 * uniform, uniform + 5)):
+        raise TrainingError(
+            f"the training loss became {mean_loss:.6g} in epoch {epoch} (a uniform guess: "
+            f"{uniform:.3g}): training diverged; try a smaller lr or clip"
+        )
+
+
+class LanguageModelJob(loop.Job):
+    """A recurrent language model on the corpus of `config` (see `rnnlm_jax.train.loop.Job`)."""
+
+    name = "language model"
+    best_key = "val_perplexity"
+    plot_keys = ("perplexity", "val_perplexity", "test_perplexity")
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        config = validate(config)
+        problem = parallel.check_divisible(config.batch_size)
+        if problem:
+            raise ConfigError(f"config.{problem}")
+        self.config = config
+
+    def load(self) -> None:
+        config = self.config
+        self.corpus = load_data(config)
+        self.vocab = self.corpus.vocab
+        self.model = model_from_config(config, len(self.vocab))
+        self.steps_per_epoch = steps_per_epoch(config, len(self.corpus.train))
+        self._abstract = step.abstract_train_state(self.model, config, self.steps_per_epoch)
+        check_fits(config, self._abstract)
+        self.flops_per_step = flops_per_step(config, self._abstract.params)
+        self.mesh = parallel.data_mesh()
+        self.replicated = parallel.replicated(self.mesh)
+        if self.corpus.about:
+            print(self.corpus.about, flush=True)
+        B = config.batch_size
+        self.begin = self._split(begin_state(self.model, B), axis=1)  # [L, B, H]
+        self.val_batches = None
+        self.best_key = "val_perplexity" if self.corpus.valid is not None else None
+        if self.corpus.valid is not None:
+            val = batching.eval_batches(self.corpus.valid, B, config.num_steps)
+            self.val_batches = self._split(val, axis=1)  # [N, B, T]
+
+    def describe(self) -> list[str]:
+        return [f"implementation: {resolved_impl(self.config)}"]
+
+    def _split(self, x, axis: int):
+        """A host array as a global array split over the devices along `axis`."""
+        return jax.tree.map(lambda a: parallel.global_array(np.asarray(a), self.mesh, axis), x)
+
+    def abstract_state(self):
+        return jax.tree.map(
+            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.replicated),
+            self._abstract,
+        )
+
+    def init_state(self):
+        # Every process computes the same replicated initial state.
+        return jax.jit(
+            lambda: step.initial_train_state(self.model, self.config, self.steps_per_epoch),
+            out_shardings=self.replicated,
+        )()
+
+    def begin_carry(self):
+        return self.begin
+
+    def check_resume(self, workdir: Path, saved: ml_collections.ConfigDict) -> dict:
+        changed = check_compatible(fill_defaults(saved), self.config)
+        saved_vocab = checkpoints.read_vocab(workdir, self.config.token)
+        if saved_vocab.idx_to_token != self.vocab.idx_to_token:
+            raise ConfigError(
+                "the data gives another vocab than the one the checkpoint was made with"
+            )
+        return changed
+
+    def write_files(self, workdir: Path) -> None:
+        write_json_atomic(workdir / checkpoints.CONFIG_FILE, self.config.to_dict())
+        self.vocab.save(workdir / checkpoints.VOCAB_FILE)
+
+    def epoch_data(self, epoch: int):
+        c = self.config
+        return batching.epoch_batches(
+            self.corpus.train, c.batch_size, c.num_steps, c.partition, c.seed, epoch,
+            c.random_offset,
+        )  # fmt: skip
+
+    def train_chunk(self, state, carry, data, start: int, stop: int):
+        X_all, Y_all = data
+        X, Y = self._split((X_all[start:stop], Y_all[start:stop]), axis=1)  # one transfer
+        state, carry, m = step.train_chunk(
+            state, carry, X, Y, self.begin, reset_each_batch=self.config.partition == "random"
+        )
+        m = jax.device_get(m)  # one transfer
+        n = stop - start
+        sums = {
+            "loss_sum": float(m["loss_sum"]),
+            "num_tokens": float(m["num_tokens"]),
+            "grad_norm_sum": float(m["grad_norm"]) * n,
+            "steps": n,
+        }
+        return state, carry, sums
+
+    def chunk_record(self, sums: dict, seconds: float) -> dict:
+        loss = sums["loss_sum"] / sums["num_tokens"]
+        return {"loss": loss, "tokens_per_sec": sums["num_tokens"] / seconds, "seconds": seconds}
+
+    def end_epoch(self, state, epoch: int, sums: dict, seconds: float) -> dict:
+        mean_loss = sums["loss_sum"] / sums["num_tokens"]
+        divergence_check(mean_loss, len(self.vocab), epoch)
+        record = {
+            "epoch": epoch,
+            "perplexity": metrics.perplexity(mean_loss),
+            "loss": mean_loss,
+            "grad_norm": sums["grad_norm_sum"] / sums["steps"],
+            "tokens_per_sec": sums["num_tokens"] / seconds,
+            "seconds": seconds,
+        }
+        if self.val_batches is not None:
+            v = jax.device_get(step.evaluate(state, *self.val_batches, self.begin))
+            record["val_perplexity"] = metrics.perplexity(float(v["loss_sum"] / v["num_tokens"]))
+        if epoch == self.config.num_epochs and self.corpus.test is not None:
+            # Every process: the params are global arrays. Batch 1, the state carried
+            # through the whole test text: one compiled scan.
+            log_probs = scoring.token_log_probs(self.model, state.params, self.corpus.test)
+            record["test_perplexity"] = metrics.perplexity(-float(jax.numpy.mean(log_probs)))
+        return record
+
+    def _predict(self, state, prefix: str) -> str:
+        c = self.config
+        return predict(state.params, prefix, c.num_preds, self.vocab, self.model, c.token)
+
+    def log_epoch(self, state, record: dict, logger: metrics.MetricsLogger) -> None:
+        text = self._predict(state, self.config.prefixes[0])
+        logger.write_text("sample", text, record["epoch"])
+        print(f"epoch {record['epoch']}: perplexity {record['perplexity']:.2f}, {text}")
+
+    def report(self, state, result: loop.RunResult) -> None:
+        history, start_epoch = result.history, result.start_epoch
+        this_process = [r for r in history if r["epoch"] > start_epoch]
+        # The first epoch of a process includes compilation; a finished run that trained
+        # nothing now reports the epochs it logged before.
+        timed = this_process[1:] or this_process or history[1:]
+        tokens = sum(r["tokens_per_sec"] * r["seconds"] for r in timed)
+        seconds = sum(r["seconds"] for r in timed)
+        last = history[-1] if history else {}
+        extras = result.extras
+        extras["perplexity"] = last.get("perplexity", math.nan)
+        extras["val_perplexity"] = last.get("val_perplexity")
+        extras["test_perplexity"] = last.get("test_perplexity")
+        extras["tokens_per_sec"] = tokens / seconds if seconds else math.nan
+        extras["continuations"] = [self._predict(state, p) for p in self.config.prefixes]
+        val, test = extras["val_perplexity"], extras["test_perplexity"]
+        held_out = [
+            f"{name} perplexity {p:.1f}" for name, p in (("validation", val), ("test", test)) if p
+        ]
+        print(
+            f"perplexity {extras['perplexity']:.1f}, {extras['tokens_per_sec']:.1f} tokens/sec "
+            f"on {device_name()}" + (f" ({', '.join(held_out)})" if held_out else "")
+        )
+        for text in extras["continuations"]:
+            print(text)
+        print(trained_line(start_epoch, self.config.num_epochs, result.train_seconds), flush=True)
+
+
+def trained_line(start_epoch: int, num_epochs: int, seconds: float) -> str:
+    """What this process trained: all of it, the epochs after a resume, or nothing."""
+    if start_epoch == 0:
+        return f"trained {num_epochs} epochs in {seconds:.1f} s"
+    if start_epoch >= num_epochs:
+        return f"nothing to train: the workdir's run had already trained {start_epoch} epochs"
+    return (
+        f"trained {num_epochs - start_epoch} epochs ({start_epoch + 1}-{num_epochs}, resumed "
+        f"after epoch {start_epoch}) in {seconds:.1f} s; {num_epochs} in all"
+    )
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Runs (or resumes) the language model `config` describes in `workdir`.
+
+    Writes `config.json`, `vocab.json`, Orbax checkpoints under `checkpoints/`,
+    `metrics.jsonl`, TensorBoard event files and `perplexity.png`; prints the book's
+    progress and final lines. SIGTERM / SIGINT stop it at the next chunk boundary with a
+    checkpoint saved (`result["stopped_by"]` names the signal).
+
+    Returns:
+      `state`, `model`, `vocab`, `perplexity`, `val_perplexity`, `test_perplexity`,
+      `tokens_per_sec`, `train_seconds`, `epochs_trained`, `continuations` (one per
+      `config.prefixes`; not after a stop) and `stopped_by` (None, or the signal).
+
+    Raises:
+      ConfigError, data.DataError, TrainingError, checkpoints.CheckpointError: one-line
+      messages. Nothing already in `workdir` is changed before the config, the data and the
+      checkpoint are known to fit together.
+    """
+    job = LanguageModelJob(config)
+    result = loop.run(job, workdir)
+    history = result.history
+    out = {
+        "state": result.state,
+        "model": job.model,
+        "vocab": job.vocab,
+        "perplexity": history[-1]["perplexity"] if history else math.nan,
+        "val_perplexity": history[-1].get("val_perplexity") if history else None,
+        "test_perplexity": history[-1].get("test_perplexity") if history else None,
+        "train_seconds": result.train_seconds,
+        "epochs_trained": result.epochs_trained,
+        "stopped_by": result.stopped_by,
+    }
+    out.update(result.extras)
+    return out

@@ -1,0 +1,65 @@
+"""`ModelSpec`: the recurrent language model as plain values, the typed form of a config's
+model fields. `RNNModel` has these fields (and `vocab_size`), and hands the recurrent
+stack's share (`LAYER_FIELDS`) to its `RNNLayer` by name; `rnnlm_jax.config.fields` takes
+their defaults from here, so each default lives in one place."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax.numpy as jnp
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """What a language model of `RNNModel` is.
+
+    Attributes:
+      cell: `rnn`, `gru` or `lstm`.
+      num_hiddens, num_layers: H and L of the recurrent stack.
+      initializer, init_scale: how the weights are drawn (`nn.initializers`).
+      dropout: between stacked layers; embed_dropout, output_dropout: on the embedding's
+        output and on the last layer's outputs.
+      embed_dim: E > 0, a learned embedding; 0, one-hot inputs (the book's).
+      tie_embeddings: the head's kernel is the embedding transposed (needs E == H).
+      impl: what runs the recurrence: auto | fast | flax | cudnn (`fast_layers.resolve_impl`).
+      unroll: time steps per iteration of the compiled loop.
+      dtype: the matmuls' operand dtype, `float32` or `bfloat16`.
+    """
+
+    cell: str = "rnn"
+    num_hiddens: int = 256
+    num_layers: int = 1
+    initializer: str = "normal"
+    init_scale: float = 0.01
+    dropout: float = 0.0
+    embed_dim: int = 0
+    embed_dropout: float = 0.0
+    output_dropout: float = 0.0
+    tie_embeddings: bool = False
+    impl: str = "auto"
+    unroll: int = 1
+    dtype: str = "float32"
+
+    @classmethod
+    def from_config(cls, config: Any) -> ModelSpec:
+        """The spec of a config (any mapping or `ConfigDict`); fields it lacks keep their
+        defaults."""
+        given = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+        return cls(**{f.name: given[f.name] for f in dataclasses.fields(cls) if f.name in given})
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """`RNNModel`'s keyword arguments (`dtype` as a JAX dtype)."""
+        kwargs = dataclasses.asdict(self)
+        kwargs["dtype"] = DTYPES[self.dtype]
+        return kwargs
+
+
+# The fields `RNNModel` hands to its `RNNLayer` as they are.
+LAYER_FIELDS = ("cell", "num_hiddens", "num_layers", "dropout", "initializer", "init_scale",
+                "impl", "unroll", "dtype")  # fmt: skip
+# The fields that fix the parameters' shapes: a checkpoint cannot be restored into others.
+SHAPE_FIELDS = ("cell", "num_hiddens", "num_layers", "embed_dim", "tie_embeddings")
