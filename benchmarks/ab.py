@@ -30,7 +30,9 @@ def run(checkout: Path, args: list[str]) -> dict:
         wall = time.perf_counter() - start
         if r.returncode:
             raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
-        records = [json.loads(x) for x in (Path(tmp) / "w" / "metrics.jsonl").read_text().split()]
+        records = [
+            json.loads(x) for x in (Path(tmp) / "w" / "metrics.jsonl").read_text().splitlines()
+        ]
     rates = [x["tokens_per_sec"] for x in records[1:]] or [records[0]["tokens_per_sec"]]
     return {"tokens_per_sec": statistics.median(rates), "wall_s": wall}
 

@@ -98,14 +98,11 @@ def cudnn_vs_scan(tiny: bool) -> dict:
         grad = jax.jit(jax.grad(functools.partial(loss, layer), argnums=(0, 1), has_aux=True))
         (g_params, g_x), out = grad(params, x)
         results[name] = (out, g_params, g_x)
-    diff = lambda a, b: float(
-        max(
-            jnp.max(jnp.abs(u - v))
-            for u, v in zip(  # noqa: E731
-                jax.tree.leaves(a), jax.tree.leaves(b)
-            )
-        )
-    )
+
+    def diff(a, b):
+        pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b))
+        return float(max(jnp.max(jnp.abs(u - v)) for u, v in pairs))
+
     f, c = results["fast"], results["cudnn"]
     return {
         "max_abs_diff_outputs_and_states": diff(f[0], c[0]),

@@ -92,10 +92,13 @@ def assert_same_run(a: Path, b: Path):
         assert x.dtype == y.dtype and np.array_equal(x, y)
 
 
-def check_resumes(args, tmp_path, how, when, mid_epoch=False):
-    straight = tmp_path / "straight"
-    code, out, err = finish(main(*args, f"--workdir={straight}"))
+def uninterrupted(args, workdir: Path) -> Path:
+    code, out, err = finish(main(*args, f"--workdir={workdir}"))
     assert code == 0, err
+    return workdir
+
+
+def check_resumes(args, straight, tmp_path, how, when, mid_epoch=False):
     stopped = tmp_path / "stopped"
     code, out, err = interrupt(args, stopped, how, when)
     if how == "SIGTERM":
@@ -115,33 +118,43 @@ def check_resumes(args, tmp_path, how, when, mid_epoch=False):
 POPULATION = [
     "--config=configs/timemachine.py:smoke",
     "--mode=population",
-    "--config.num_epochs=30",
+    "--config.num_epochs=20",
     "--config.steps_per_chunk=2",
     "--config.checkpoint_every_steps=6",
     "--config.checkpoint_every_epochs=5",
 ]
 
 
+@pytest.fixture(scope="module")
+def population_run(tmp_path_factory):
+    return uninterrupted(POPULATION, tmp_path_factory.mktemp("population") / "straight")
+
+
 @pytest.mark.parametrize("how", ["SIGTERM", "kill"])
-def test_population_resumes_bit_exact(tmp_path, how):
-    check_resumes(POPULATION, tmp_path, how, lambda metas: len(metas) >= 1)
+def test_population_resumes_bit_exact(population_run, tmp_path, how):
+    check_resumes(POPULATION, population_run, tmp_path, how, lambda metas: len(metas) >= 1)
     table = (tmp_path / "stopped" / "population.md").read_text()
-    assert table == (tmp_path / "straight" / "population.md").read_text()
+    assert table == (population_run / "population.md").read_text()
     lines = (tmp_path / "stopped" / "population.jsonl").read_text().splitlines()
-    assert len(lines) == 30 * 3  # each epoch and member once
+    assert len(lines) == 20 * 3  # each epoch and member once
 
 
 SINE = [
     "--config=configs/sine.py:smoke",
-    "--config.num_epochs=40",
+    "--config.num_epochs=25",
     "--config.checkpoint_every_epochs=1",
 ]
 
 
+@pytest.fixture(scope="module")
+def sine_run(tmp_path_factory):
+    return uninterrupted(SINE, tmp_path_factory.mktemp("sine") / "straight")
+
+
 @pytest.mark.parametrize("how", ["SIGTERM", "kill"])
-def test_sine_resumes_bit_exact(tmp_path, how):
-    check_resumes(SINE, tmp_path, how, lambda metas: len(metas) >= 2)
-    a = json.loads((tmp_path / "straight" / "sine_results.json").read_text())
+def test_sine_resumes_bit_exact(sine_run, tmp_path, how):
+    check_resumes(SINE, sine_run, tmp_path, how, lambda metas: len(metas) >= 2)
+    a = json.loads((sine_run / "sine_results.json").read_text())
     b = json.loads((tmp_path / "stopped" / "sine_results.json").read_text())
     for name in ("mlp", "rnn"):
         a[name].pop("seconds"), b[name].pop("seconds")
@@ -156,15 +169,18 @@ def ptb_dir(tmp_path_factory):
 def test_a_ptb_format_run_killed_mid_epoch_resumes_bit_identical(tmp_path, ptb_dir):
     args = [
         *smoke_args(ptb_dir),  # PTB's recipe on files of PTB's format
-        "--config.num_epochs=4",
+        "--config.max_tokens=8000",  # 19 minibatches an epoch
+        "--config.num_epochs=3",
+        "--config.num_layers=1",
         "--config.num_hiddens=16",
         "--config.embed_dim=16",
-        "--config.steps_per_chunk=3",
-        "--config.checkpoint_every_steps=7",  # not a multiple of 3: chunks are cut there too
+        "--config.steps_per_chunk=1",  # one chunk length to compile (the cuts: test below)
+        "--config.checkpoint_every_steps=5",
         "--config.checkpoint_every_epochs=100",
     ]
+    straight = uninterrupted(args, tmp_path / "straight")
     out = check_resumes(
-        args, tmp_path, "kill", lambda metas: any(m["position"] for m in metas), mid_epoch=True
+        args, straight, tmp_path, "kill", lambda m: any(x["position"] for x in m), mid_epoch=True
     )
     assert re.search(r"resuming .* after epoch \d+ and \d+ of epoch \d+'s \d+ steps", out), out
     progress = (tmp_path / "stopped" / "progress.jsonl").read_text().splitlines()
@@ -176,7 +192,7 @@ class _Job(loop.Job):
     def __init__(self, steps, chunk, every):
         self.steps_per_epoch = steps
         self.config = ml_collections.ConfigDict(
-            {"steps_per_chunk": chunk, "checkpoint_every_steps": every}
+            {"steps_per_chunk": chunk, "checkpoint_every_steps": every, "num_epochs": 10}
         )
 
 
@@ -186,6 +202,15 @@ def test_chunks_cut_at_the_chunk_size_and_at_checkpoint_steps():
     # Epoch 1 covers the run's minibatches 10-19: checkpoints after 12 and 18.
     assert loop.chunk_bounds(_Job(10, 4, 6), 1) == [(0, 2), (2, 4), (4, 8), (8, 10)]
     assert loop.chunk_bounds(_Job(8, 0, 0), 3) == [(0, 8)]  # an epoch of no known FLOPs
+
+
+def test_the_chunk_lengths_of_a_run_come_from_one_period_of_cuts():
+    job = _Job(10, 4, 6)
+    job.config.num_epochs = 1_000_000  # read in 3 epochs: the cuts repeat every 6 / 2
+    assert loop.chunk_lengths(job, 0) == {2, 4}
+    assert loop.chunk_lengths(_Job(10, 4, 0), 5) == {4, 2} and loop.chunk_lengths(
+        _Job(8, 0, 0), 0
+    ) == {8}
 
 
 def test_an_automatic_chunk_is_sized_by_flops():

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -172,9 +173,6 @@ class LanguageModelJob(loop.Job):
         self.vocab = self.corpus.vocab
         self.model = model_from_config(config, len(self.vocab))
         self.steps_per_epoch = steps_per_epoch(config, len(self.corpus.train))
-        self._abstract = step.abstract_train_state(self.model, config, self.steps_per_epoch)
-        check_fits(config, self._abstract)
-        self.flops_per_step = flops_per_step(config, self._abstract.params)
         self.mesh = parallel.data_mesh()
         self.replicated = parallel.replicated(self.mesh)
         if self.corpus.about:
@@ -195,9 +193,12 @@ class LanguageModelJob(loop.Job):
         return jax.tree.map(lambda a: parallel.global_array(np.asarray(a), self.mesh, axis), x)
 
     def abstract_state(self):
+        # Traced once, here (a signal stops the run at once while this takes long).
+        abstract = step.abstract_train_state(self.model, self.config, self.steps_per_epoch)
+        check_fits(self.config, abstract)
+        self.flops_per_step = flops_per_step(self.config, abstract.params)
         return jax.tree.map(
-            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.replicated),
-            self._abstract,
+            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.replicated), abstract
         )
 
     def init_state(self):
@@ -229,6 +230,15 @@ class LanguageModelJob(loop.Job):
             self.corpus.train, c.batch_size, c.num_steps, c.partition, c.seed, epoch,
             c.random_offset,
         )  # fmt: skip
+
+    def compile(self, state, carry, lengths: set[int]) -> None:
+        B, T = self.config.batch_size, self.config.num_steps
+        sharding = parallel.batch_sharded(self.mesh, 3, 1)  # as `_split` places a chunk
+        for n in sorted(lengths):
+            X = jax.ShapeDtypeStruct((n, B, T), jnp.int32, sharding=sharding)
+            step.train_chunk.lower(
+                state, carry, X, X, self.begin, reset_each_batch=self.config.partition == "random"
+            ).compile()  # JAX keeps it: the first call of this length finds it compiled
 
     def train_chunk(self, state, carry, data, start: int, stop: int):
         X_all, Y_all = data

@@ -33,7 +33,7 @@ from rnnlm_jax.train import checkpoints, metrics, parallel
 from rnnlm_jax.train import workdir as workdirs
 from rnnlm_jax.train.preemption import StopRequest
 
-# Chunks are sized to about this many FLOPs (a few seconds on a 2-core CPU), so a signal is
+# Chunks are sized to about this many FLOPs (about a second on a 2-core CPU), so a signal is
 # answered within seconds however long an epoch is; a small epoch stays one chunk.
 CHUNK_FLOPS = 1e11
 
@@ -46,10 +46,12 @@ class Job:
     """What a job gives the run loop. Subclasses set the attributes in `__init__` and
     override the methods; the loop calls them in this order:
 
-      load() (before the workdir is touched: a data error leaves nothing behind),
+      load() (before the workdir is touched: a data error leaves nothing behind; keep it
+      to reading data: a signal during load() is Python's default, not a stop request),
       abstract_state(), then init_state() or a restore, check_resume(workdir, saved),
-      write_files(workdir) (only if the run trains), then per epoch epoch_data(epoch),
-      train_chunk(...) per chunk, end_epoch(...), and at the end report(...).
+      compile(...), write_files(workdir) (only if the run trains), then per epoch
+      epoch_data(epoch), train_chunk(...) per chunk, end_epoch(...), and at the end
+      report(...).
 
     Attributes:
       name: what the job is, for messages.
@@ -88,6 +90,10 @@ class Job:
         """What the first chunk of an epoch starts from and a chunk hands to the next (the
         hidden state of a sequentially partitioned corpus), or None."""
         return None
+
+    def compile(self, state, carry, lengths: set[int]) -> None:
+        """Compiles the chunk program for every chunk length in `lengths` ahead of training
+        (while a signal still stops the run at once), so none compiles mid-run."""
 
     def describe(self) -> list[str]:
         """Lines on what will run (e.g. the implementation chosen), printed to stderr once
@@ -159,6 +165,16 @@ def chunk_bounds(job: Job, epoch: int) -> list[tuple[int, int]]:
     return list(zip(edges[:-1], edges[1:]))
 
 
+def chunk_lengths(job: Job, start_epoch: int) -> set[int]:
+    """Every chunk length from epoch `start_epoch` on. The cuts repeat every
+    `every / gcd(steps_per_epoch, every)` epochs (`every` = `checkpoint_every_steps`), or
+    every epoch without them, so those epochs say all."""
+    every, n = job.config.checkpoint_every_steps, job.steps_per_epoch
+    period = every // math.gcd(n, every) if every else 1
+    last = min(job.config.num_epochs, start_epoch + period)
+    return {b - a for epoch in range(start_epoch, last) for a, b in chunk_bounds(job, epoch)}
+
+
 def auto_chunk(job: Job) -> int:
     """Minibatches per chunk when `steps_per_chunk=0`: about `CHUNK_FLOPS` of work."""
     if job.flops_per_step <= 0:
@@ -176,18 +192,17 @@ def run(job: Job, workdir: str | Path) -> RunResult:
     workdir = workdirs.resolve(workdir)
     workdirs.check(workdir)
     job.workdir = workdir
+    job.load()  # before anything is made: a data error leaves no workdir
     created = not workdir.exists()
     main_process = parallel.is_main_process()
-    # From here a signal stops the run: at once while there is nothing to save (loading,
-    # compilation, the first chunk), at the next chunk boundary with a checkpoint saved
-    # once there is.
+    if main_process:
+        workdirs.make(workdir)
+    # From here a signal stops the run: at once while there is nothing to save (building
+    # the state, compilation, the first chunk), at the next chunk boundary with a
+    # checkpoint saved once there is.
     try:
-        with StopRequest() as stop:
-            job.load()  # before anything is made: a data error leaves no workdir
-            if main_process:
-                workdirs.make(workdir)
-            with _hold(workdir, main_process):
-                return _Run(job, workdir, main_process, stop).go()
+        with StopRequest() as stop, _hold(workdir, main_process):
+            return _Run(job, workdir, main_process, stop).go()
     except BaseException:
         if created and main_process and workdir.is_dir() and not any(workdir.iterdir()):
             workdir.rmdir()  # a run that failed before writing anything leaves nothing
@@ -258,6 +273,8 @@ class _Run:
             checkpoints.set_aside(workdir, skipped)
             job.write_files(workdir)
         self.start_epoch = start_epoch
+        if trains:
+            job.compile(state, carry, chunk_lengths(job, start_epoch))
         logger = metrics.MetricsLogger(
             workdir,
             start_epoch,

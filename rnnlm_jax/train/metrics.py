@@ -140,7 +140,10 @@ class Progress:
             return
         self.last = now
         shown = "".join(
-            f", {k.replace('_', ' ')} {v:,.4g}" for k, v in record.items() if k != "seconds"
+            f", {k.replace('_per_', '/').replace('_', ' ')} "
+            + (f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}")
+            for k, v in record.items()
+            if k != "seconds" and isinstance(v, (int, float))
         )
         print(f"[{epoch + 1}/{self.num_epochs}] step {position}/{steps}{shown}", flush=True)
 
