@@ -173,17 +173,9 @@ class LanguageModelJob(loop.Job):
         self.vocab = self.corpus.vocab
         self.model = model_from_config(config, len(self.vocab))
         self.steps_per_epoch = steps_per_epoch(config, len(self.corpus.train))
-        self.mesh = parallel.data_mesh()
-        self.replicated = parallel.replicated(self.mesh)
+        self.best_key = "val_perplexity" if self.corpus.valid is not None else None
         if self.corpus.about:
             print(self.corpus.about, flush=True)
-        B = config.batch_size
-        self.begin = self._split(begin_state(self.model, B), axis=1)  # [L, B, H]
-        self.val_batches = None
-        self.best_key = "val_perplexity" if self.corpus.valid is not None else None
-        if self.corpus.valid is not None:
-            val = batching.eval_batches(self.corpus.valid, B, config.num_steps)
-            self.val_batches = self._split(val, axis=1)  # [N, B, T]
 
     def describe(self) -> list[str]:
         return [f"implementation: {resolved_impl(self.config)}"]
@@ -193,7 +185,16 @@ class LanguageModelJob(loop.Job):
         return jax.tree.map(lambda a: parallel.global_array(np.asarray(a), self.mesh, axis), x)
 
     def abstract_state(self):
-        # Traced once, here (a signal stops the run at once while this takes long).
+        # The devices, the arrays on them and the traced state: here, where a signal stops
+        # the run at once, not in `load` (JAX's start-up and tracing can take long).
+        config, B = self.config, self.config.batch_size
+        self.mesh = parallel.data_mesh()
+        self.replicated = parallel.replicated(self.mesh)
+        self.begin = self._split(begin_state(self.model, B), axis=1)  # [L, B, H]
+        self.val_batches = None
+        if self.corpus.valid is not None:
+            val = batching.eval_batches(self.corpus.valid, B, config.num_steps)
+            self.val_batches = self._split(val, axis=1)  # [N, B, T]
         abstract = step.abstract_train_state(self.model, self.config, self.steps_per_epoch)
         check_fits(self.config, abstract)
         self.flops_per_step = flops_per_step(self.config, abstract.params)

@@ -126,7 +126,6 @@ class PopulationJob(loop.Job):
         self.corpus, self.vocab = loaded.train, loaded.vocab
         self.model = model_from_config(config, len(self.vocab))
         self.steps_per_epoch = steps_per_epoch(config, len(self.corpus))
-        self.begin = train.begin_state(self.model, config.batch_size)
 
     def _create(self):
         c = self.config
@@ -135,6 +134,7 @@ class PopulationJob(loop.Job):
         )
 
     def abstract_state(self):
+        self.begin = train.begin_state(self.model, self.config.batch_size)  # JAX starts here
         return jax.eval_shape(self._create)
 
     def init_state(self):
