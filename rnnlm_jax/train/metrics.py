@@ -189,8 +189,3 @@ def plot(
     fig.savefig(png, format="png")
     plt.close(fig)
     write_bytes_atomic(path, png.getvalue())
-
-
-def plot_perplexity(history, path: Path, keys: Sequence[str] = ("perplexity",)) -> None:
-    """`plot` of perplexities."""
-    plot(history, path, keys, "perplexity")
