@@ -26,6 +26,7 @@ import optax
 
 from rnnlm_jax import train
 from rnnlm_jax.config.checks import ConfigError, model_from_config, validate
+from rnnlm_jax.config.fields import fill_defaults
 from rnnlm_jax.data import batching
 from rnnlm_jax.files import write_json_atomic, write_text_atomic
 from rnnlm_jax.jobs.lm import check_compatible, load_data, steps_per_epoch
@@ -145,8 +146,6 @@ class PopulationJob(loop.Job):
         return jax.tree.map(lambda s: jnp.broadcast_to(s, (K, *s.shape)), self.begin)
 
     def check_resume(self, workdir: Path, saved) -> dict:
-        from rnnlm_jax.config.fields import fill_defaults
-
         saved_members = json.loads((workdir / MEMBERS_FILE).read_text())
         members = {"seed": self.seeds, "lr": self.lrs, "clip": self.clips}
         if saved_members != members:
