@@ -8,6 +8,8 @@ import ml_collections
 
 from rnnlm_jax.config import fields
 from rnnlm_jax.nn.fast_layers import cuda_available, resolve_impl
+from rnnlm_jax.nn.linear_cells import LINEAR_CELLS
+from rnnlm_jax.nn.linear_scan import resolve_scan
 from rnnlm_jax.nn.models import RNNModel
 from rnnlm_jax.nn.spec import DTYPES, ModelSpec  # noqa: F401
 
@@ -70,6 +72,27 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         "config.dtype=bfloat16 with cell rnn needs config.impl other than 'flax' "
         "(flax's SimpleCell would carry a bfloat16 state)",
     )
+    _check(
+        config.block != "residual" or embed_dim in (0, config.num_hiddens),
+        "config.block='residual' needs config.embed_dim 0 or config.num_hiddens (its blocks "
+        "add to an embedding of width num_hiddens)",
+    )
+    _check(
+        config.cell != "rglru" or config.num_hiddens % config.num_heads == 0,
+        f"config.num_heads={config.num_heads} must divide config.num_hiddens="
+        f"{config.num_hiddens} (cell rglru's gates are block-diagonal)",
+    )
+    _check(
+        config.lr_decay == 1.0 or config.lr_schedule == "constant",
+        "config.lr_decay (per epoch) needs config.lr_schedule='constant'",
+    )
+    _check(
+        config.job != "population"
+        or (config.optimizer == "sgd" and not config.weight_decay
+            and config.lr_schedule == "constant" and not config.warmup_steps),  # fmt: skip
+        "population mode trains the book's clipped SGD (each member its lr and clip): "
+        "config.optimizer='sgd' with no weight_decay, warmup_steps or lr_schedule",
+    )
     return config
 
 
@@ -86,6 +109,10 @@ def _check_sine(config: ml_collections.ConfigDict) -> None:
 def resolved_impl(config: ml_collections.ConfigDict) -> str:
     """What runs the recurrence of `config`'s model on this machine, as the run's first
     lines say: e.g. `fast (auto, cpu)`."""
+    if config.cell in LINEAR_CELLS:
+        scan = resolve_scan(config.scan)
+        how = f"{config.scan}, " if scan != config.scan else ""
+        return f"{scan} scan ({how}{jax.default_backend()})"
     impl = resolve_impl(config.impl, config.cell, DTYPES[config.dtype])
     how = f"{config.impl}, " if impl != config.impl else ""
     return f"{impl} ({how}{jax.default_backend()})"

@@ -114,7 +114,14 @@ LM: dict[str, Field] = {
     "random_offset": F(True, "bool", "sequential: start each epoch at a random offset in "
                        "[0, num_steps] (False: at token 0)"),
     # Model.
-    "cell": F(_SPEC["cell"], "str", "rnn | gru | lstm", choices=("rnn", "gru", "lstm")),
+    "cell": F(_SPEC["cell"], "str", "rnn | gru | lstm, or trained in parallel over time: "
+              "mingru | minlstm | rglru | lru",
+              choices=("rnn", "gru", "lstm", "mingru", "minlstm", "rglru", "lru")),
+    "block": F(_SPEC["block"], "str", "stack (plain stacked layers) | residual (pre-norm "
+               "residual blocks: the recurrence, then a gated MLP)",
+               choices=("stack", "residual")),
+    "mlp_expansion": F(_SPEC["mlp_expansion"], "int", "block=residual: the gated MLP's width "
+                       "in multiples of num_hiddens", 1, BIG),
     "num_hiddens": F(_SPEC["num_hiddens"], "int", "hidden units per layer", 1, BIG),
     "num_layers": F(_SPEC["num_layers"], "int", "stacked recurrent layers", 1, BIG),
     "initializer": F(_SPEC["initializer"], "str",
@@ -134,11 +141,29 @@ LM: dict[str, Field] = {
     "impl": F(_SPEC["impl"], "str", "what runs the recurrence: fast (hand-written backward "
               "passes) | flax (flax's cells, jax.grad) | cudnn (lstm, CUDA) | auto (cudnn "
               "where it can, else fast)", choices=("auto", "fast", "flax", "cudnn")),
+    "scan": F(_SPEC["scan"], "str", "how mingru | minlstm | rglru | lru run over time: "
+              "associative (jax.lax.associative_scan) | sequential | auto (the faster on this "
+              "backend)", choices=("auto", "associative", "sequential")),
+    "num_heads": F(_SPEC["num_heads"], "int", "rglru: diagonal blocks of its gates' weights",
+                   1, BIG),
     "unroll": F(_SPEC["unroll"], "int", "time steps per iteration of the compiled loop", 1, BIG),
     "dtype": F(_SPEC["dtype"], "str", "dtype of the matmul operands", choices=("float32",
                "bfloat16")),
     # Training.
-    "lr": F(1.0, "number", "SGD learning rate", 0, None, low_open=True),
+    "optimizer": F("sgd", "str", "sgd (the book's) | adam | adamw", choices=("sgd", "adam",
+                   "adamw")),
+    "lr": F(1.0, "number", "learning rate (the peak, with warmup or decay)", 0, None,
+            low_open=True),
+    "weight_decay": F(0.0, "number", "on the weight matrices: adamw decoupled, sgd / adam "
+                      "as an L2 term", 0, None),
+    "beta1": F(0.9, "number", "adam / adamw: the first moment's decay", 0, 1),
+    "beta2": F(0.999, "number", "adam / adamw: the second moment's decay", 0, 1),
+    "warmup_steps": F(0, "int", "minibatches of linear warmup from 0 to lr", 0, BIG),
+    "lr_schedule": F("constant", "str", "constant | cosine | linear (decay to "
+                     "final_lr_fraction * lr at the last minibatch)",
+                     choices=("constant", "cosine", "linear")),
+    "final_lr_fraction": F(0.1, "number", "cosine / linear: the last step's lr over lr", 0, 1,
+                           high_closed=True),
     "clip": F(1.0, "number", "gradients clipped to this global L2 norm", 0, None,
               low_open=True),
     "lr_decay": F(1.0, "number", "lr * lr_decay ** max(epoch + 1 - decay_after, 0) (1: "

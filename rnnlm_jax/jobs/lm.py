@@ -35,7 +35,8 @@ from rnnlm_jax.train.loop import TrainingError  # noqa: F401  (the LM's users kn
 
 # Fields that fix the parameters' shapes or the vocab: a checkpoint cannot be resumed with
 # other values.
-MODEL_FIELDS = ("job", "cell", "num_hiddens", "num_layers", "token", "min_freq")
+MODEL_FIELDS = ("job", "cell", "block", "mlp_expansion", "num_hiddens", "num_layers", "num_heads",
+                "token", "min_freq")  # fmt: skip
 
 
 def device_name() -> str:

@@ -24,6 +24,7 @@ from flax.linen.recurrent import flip_sequences
 
 from rnnlm_jax.nn.fast_layers import FAST_LAYERS, CudnnLSTM, resolve_impl
 from rnnlm_jax.nn.initializers import initializers
+from rnnlm_jax.nn.linear_cells import LINEAR_CELLS
 
 
 class GRUCell(nn.GRUCell):
@@ -55,14 +56,17 @@ class GRUCell(nn.GRUCell):
 
 
 CELLS = {"rnn": nn.SimpleCell, "gru": GRUCell, "lstm": nn.LSTMCell}
+NAMED_CELLS = (*CELLS, *LINEAR_CELLS)  # every cell a name picks
+PAIRED = ("lstm", "lru")  # cells whose state is a pair of [L, B, H] arrays
 
 State = Any  # jax.Array [L*K, B, H], a pair of them for the LSTM, or another cell's carry tree
 
 
 def zero_state(cell: str, num_layers: int, batch_size: int, num_hiddens: int) -> State:
-    """Zeros `[L, B, H]`; for the LSTM a pair `(c, h)` of them, in flax's order."""
+    """Zeros `[L, B, H]`; for the LSTM a pair `(c, h)` of them, in flax's order; for the
+    LRU the pair `(Re h, Im h)`."""
     h = jnp.zeros((num_layers, batch_size, num_hiddens), jnp.float32)
-    return (h, h) if cell == "lstm" else h
+    return (h, h) if cell in PAIRED else h
 
 
 def make_cell(cell: Callable, features: int, inits: dict, dtype: Any, name: str) -> nn.Module:
@@ -125,7 +129,9 @@ class RNNLayer(nn.Module):
         `GRUCell`, `LSTMCell` parameters, run by the fast layers), or any flax recurrent
         cell class (e.g. `nn.OptimizedLSTMCell`, your own `nn.RNNCellBase`), or a
         `functools.partial` of one: called with `features=num_hiddens` (and the layer's
-        initializers and dtype where it has those fields), run under `nn.scan`.
+        initializers and dtype where it has those fields), run under `nn.scan`; or one
+        of the recurrences trained in parallel over time, `mingru`, `minlstm`, `rglru`,
+        `lru` (`linear_cells`; the LRU's state is the pair `(Re h, Im h)`), run by `scan`.
       num_hiddens: H, the width of every layer (each direction).
       num_layers: L; the output sequence of layer l is the input of layer l+1.
       vocab_size: V, needed when the inputs are token ids (they stand for their one-hot).
@@ -143,6 +149,9 @@ class RNNLayer(nn.Module):
         for the LSTM on a CUDA GPU with float32 matmuls, else `fast`.
       dropout: rate of dropout on each layer's outputs but the last (as PyTorch's
         `nn.RNN(dropout=...)`); an independent mask per layer, time step, sequence and unit.
+      scan: for the linear cells, `associative` (`jax.lax.associative_scan`),
+        `sequential` (`jax.lax.scan`) or `auto` (`linear_scan.resolve_scan`).
+      num_heads: the RG-LRU's gates' diagonal blocks.
       unroll: time steps per loop iteration of the compiled scan.
       dtype: dtype of the matmul operands; parameters, carries and sums stay float32.
     """
@@ -155,6 +164,8 @@ class RNNLayer(nn.Module):
     initializer: str = "normal"
     init_scale: float = 0.01
     impl: str = "auto"
+    scan: str = "auto"
+    num_heads: int = 1
     unroll: int = 1
     dtype: Any = jnp.float32
     bidirectional: bool = False
@@ -192,8 +203,8 @@ class RNNLayer(nn.Module):
           `(cs, hs)` of them, the cell states over time too), zero past each sequence's end.
         """
         named = isinstance(self.cell, str)
-        if named and self.cell not in CELLS:
-            raise ValueError(f"unknown cell {self.cell!r}; expected one of {tuple(CELLS)}")
+        if named and self.cell not in NAMED_CELLS:
+            raise ValueError(f"unknown cell {self.cell!r}; expected one of {NAMED_CELLS}")
         if inputs.ndim < 2:
             raise ValueError(f"RNNLayer: inputs of shape {inputs.shape} lack time and batch axes")
         x = inputs if self.time_major else jnp.swapaxes(inputs, 0, 1)
@@ -242,6 +253,8 @@ class RNNLayer(nn.Module):
         where `carries` is the carry at every step (computed only if `need_carries`)."""
         inits = initializers(self.initializer, self.init_scale, self.num_hiddens)
         H = self.num_hiddens
+        if self.cell in LINEAR_CELLS:
+            return self._linear(name, carry, x, batch_size, inits, need_carries)
         impl = resolve_impl(self.impl, self.cell, self.dtype)
         if impl != "flax":
             if carry is None:
@@ -267,6 +280,21 @@ class RNNLayer(nn.Module):
                 jnp.zeros_like, cell.initialize_carry(jax.random.key(0), x.shape[1:])
             )
         return _scan_cell(cell, carry, x, self.unroll, need_carries)
+
+    def _linear(self, name, carry, x, batch_size, inits, need_carries):
+        """A layer of minGRU, minLSTM, RG-LRU or LRU (`linear_cells`), run by `scan`."""
+        if carry is None:
+            carry = jax.tree.map(lambda s: s[0], zero_state(self.cell, 1, batch_size,
+                                                            self.num_hiddens))  # fmt: skip
+        kwargs = {k: v for k, v in inits.items() if k in ("kernel_init", "bias_init")}
+        if self.cell == "rglru":
+            kwargs["num_heads"] = self.num_heads
+        layer = LINEAR_CELLS[self.cell](
+            self.num_hiddens, self.vocab_size, scan=self.scan, unroll=self.unroll,
+            dtype=self.dtype, name=name, **kwargs,
+        )  # fmt: skip
+        carry, ys, carries = layer(carry, x)
+        return carry, ys, (carries if need_carries else None)
 
     def _check(self, shape, batch_size: int, state, seq_lengths) -> None:
         """One-line errors for a state or `seq_lengths` that does not fit the inputs."""

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rnnlm_jax.nn.blocks import ResidualBlock, block_state
 from rnnlm_jax.nn.head import Dense
 from rnnlm_jax.nn.initializers import INITS, head_initializers, initializers  # noqa: F401
 from rnnlm_jax.nn.layer import CELLS, RNNLayer, State, zero_state  # noqa: F401
@@ -36,6 +37,11 @@ class RNNModel(nn.Module):
       dropout: dropout between stacked layers (`RNNLayer`'s).
       output_dropout: dropout on the last layer's outputs, before the head.
       tie_embeddings: the head's kernel is the embedding transposed (needs E == H).
+      block: `stack`, the tokens feed `RNNLayer`'s stack (the book's); `residual`, an
+        embedding of width H (E must be 0 or H) feeds `num_layers` residual blocks
+        (`blocks.ResidualBlock`: RMSNorm, the recurrence, RMSNorm, a gated MLP of width
+        `mlp_expansion * H`), then a last RMSNorm and the head; `dropout` then applies to
+        each block's two branches.
       impl: as `RNNLayer`; with any but `flax` the Dense head is `rnnlm_jax.nn.head`'s (the
         same parameters, float32 logits, its matmuls' operands in `dtype`); `flax`: flax's
         own layers throughout.
@@ -48,12 +54,16 @@ class RNNModel(nn.Module):
 
     vocab_size: int
     cell: str = "rnn"
+    block: str = "stack"
+    mlp_expansion: int = 3
     num_hiddens: int = 256
     num_layers: int = 1
     initializer: str = "normal"
     init_scale: float = 0.01
     dropout: float = 0.0
     impl: str = "auto"
+    scan: str = "auto"
+    num_heads: int = 1
     unroll: int = 1
     dtype: Any = jnp.float32
     embed_dim: int = 0
@@ -65,21 +75,38 @@ class RNNModel(nn.Module):
 
     def setup(self):
         E, H = self.embed_dim, self.num_hiddens
+        if self.block not in ("stack", "residual"):
+            raise ValueError(f"unknown block {self.block!r}; expected 'stack' or 'residual'")
+        if self.block == "residual":
+            if E not in (0, H):
+                raise ValueError(f"block='residual' needs embed_dim 0 or num_hiddens ({E} vs {H})")
+            E = H
         if E < 0 or (E == 0 and (self.tie_embeddings or self.embed_dropout)):
             raise ValueError("tie_embeddings and embed_dropout need embed_dim > 0")
         if self.tie_embeddings and E != H:
             raise ValueError(f"tie_embeddings needs embed_dim == num_hiddens ({E} vs {H})")
         inits = initializers(self.initializer, self.init_scale, self.num_hiddens)
-        if self.embed_dim:
+        if E:
             self.embed = nn.Embed(
                 self.vocab_size,
-                self.embed_dim,
+                E,
                 embedding_init=inits.get("kernel_init", nn.linear.default_embed_init),
             )
         self.embed_drop = nn.Dropout(self.embed_dropout)
         self.output_drop = nn.Dropout(self.output_dropout)
         layer = {name: getattr(self, name) for name in LAYER_FIELDS}
-        self.rnn = RNNLayer(vocab_size=self.vocab_size, **layer)
+        if self.block == "residual":
+            inner = {k: v for k, v in layer.items()
+                     if k not in ("cell", "num_hiddens", "num_layers", "dropout", "dtype")}  # fmt: skip
+            kernel = inits.get("kernel_init", nn.initializers.lecun_normal())
+            self.blocks = [
+                ResidualBlock(self.cell, self.mlp_expansion, self.dropout, inner, kernel,
+                              self.dtype, name=f"block_{i}")  # fmt: skip
+                for i in range(self.num_layers)
+            ]
+            self.final_norm = nn.RMSNorm()
+        else:
+            self.rnn = RNNLayer(vocab_size=self.vocab_size, **layer)
         head = head_initializers(self.initializer, self.init_scale, self.num_hiddens)
         if self.tie_embeddings:
             self.head_bias = self.param(
@@ -106,9 +133,12 @@ class RNNModel(nn.Module):
           and the final state.
         """
         x = tokens.T  # time-major; without an embedding the ids stand for their one-hots
-        if self.embed_dim:
+        if self.embed_dim or self.block == "residual":
             x = self.embed_drop(self.embed(x), deterministic=deterministic)
-        outputs, state = self.rnn(x, state, deterministic)
+        if self.block == "residual":
+            outputs, state = self._residual(x, state, deterministic)
+        else:
+            outputs, state = self.rnn(x, state, deterministic)
         outputs = self.output_drop(outputs, deterministic=deterministic)
         outputs = outputs.reshape(-1, outputs.shape[-1])
         if self.tie_embeddings:
@@ -117,11 +147,21 @@ class RNNModel(nn.Module):
             logits = self.dense(outputs)
         return logits.astype(jnp.float32), state
 
+    def _residual(self, x, state, deterministic):
+        finals = []
+        for i, block in enumerate(self.blocks):
+            x, final = block(x, jax.tree.map(lambda s, i=i: s[i], state), deterministic)
+            finals.append(final)
+        return self.final_norm(x), jax.tree.map(lambda *s: jnp.stack(s), *finals)
+
     @classmethod
     def from_spec(cls, spec: ModelSpec, vocab_size: int) -> RNNModel:
         """The model `spec` describes, for a vocab of `vocab_size` tokens."""
         return cls(vocab_size=vocab_size, **spec.model_kwargs())
 
     def begin_state(self, batch_size: int) -> State:
-        """The zero state for `batch_size` sequences; see `RNNLayer.begin_state`."""
+        """The zero state for `batch_size` sequences; see `RNNLayer.begin_state` (residual
+        blocks: `blocks.block_state`)."""
+        if self.block == "residual":
+            return block_state(self.cell, self.num_layers, batch_size, self.num_hiddens)
         return zero_state(self.cell, self.num_layers, batch_size, self.num_hiddens)

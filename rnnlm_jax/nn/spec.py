@@ -18,7 +18,11 @@ class ModelSpec:
     """What a language model of `RNNModel` is.
 
     Attributes:
-      cell: `rnn`, `gru` or `lstm`.
+      cell: `rnn`, `gru`, `lstm`, or a recurrence trained in parallel over time: `mingru`,
+        `minlstm`, `rglru`, `lru` (`linear_cells`).
+      block: `stack` (the plain stack of recurrent layers: the book's) or `residual`
+        (pre-norm residual blocks of a recurrence and a gated MLP, `blocks`).
+      mlp_expansion: the residual blocks' MLP width, in multiples of H.
       num_hiddens, num_layers: H and L of the recurrent stack.
       initializer, init_scale: how the weights are drawn (`nn.initializers`).
       dropout: between stacked layers; embed_dropout, output_dropout: on the embedding's
@@ -26,11 +30,15 @@ class ModelSpec:
       embed_dim: E > 0, a learned embedding; 0, one-hot inputs (the book's).
       tie_embeddings: the head's kernel is the embedding transposed (needs E == H).
       impl: what runs the recurrence: auto | fast | flax | cudnn (`fast_layers.resolve_impl`).
+      scan: how the linear cells run over time: auto | associative | sequential.
+      num_heads: the RG-LRU's gates' diagonal blocks.
       unroll: time steps per iteration of the compiled loop.
       dtype: the matmuls' operand dtype, `float32` or `bfloat16`.
     """
 
     cell: str = "rnn"
+    block: str = "stack"
+    mlp_expansion: int = 3
     num_hiddens: int = 256
     num_layers: int = 1
     initializer: str = "normal"
@@ -41,6 +49,8 @@ class ModelSpec:
     output_dropout: float = 0.0
     tie_embeddings: bool = False
     impl: str = "auto"
+    scan: str = "auto"
+    num_heads: int = 1
     unroll: int = 1
     dtype: str = "float32"
 
@@ -60,6 +70,7 @@ class ModelSpec:
 
 # The fields `RNNModel` hands to its `RNNLayer` as they are.
 LAYER_FIELDS = ("cell", "num_hiddens", "num_layers", "dropout", "initializer", "init_scale",
-                "impl", "unroll", "dtype")  # fmt: skip
+                "impl", "scan", "num_heads", "unroll", "dtype")  # fmt: skip
 # The fields that fix the parameters' shapes: a checkpoint cannot be restored into others.
-SHAPE_FIELDS = ("cell", "num_hiddens", "num_layers", "embed_dim", "tie_embeddings")
+SHAPE_FIELDS = ("cell", "block", "mlp_expansion", "num_hiddens", "num_layers", "num_heads",
+                "embed_dim", "tie_embeddings")  # fmt: skip

@@ -1,4 +1,4 @@
-"""Training maths: the train state, the jitted clipped-SGD step, and a compiled chunk of steps.
+"""Training maths: the train state, the optimizers, the jitted step, and a compiled chunk of steps.
 
 The book's `train_ch8`: mean softmax cross-entropy over the T*B targets,
 gradients clipped to global L2 norm `clip`, plain SGD with rate `lr`, one
@@ -52,14 +52,63 @@ def epoch_decay(lr: float, decay: float, decay_after: int, steps_per_epoch: int)
     return schedule
 
 
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "linear")
+
+
+def lr_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int = 1):
+    """The learning rate `config` describes, as a number (constant) or an optax schedule of
+    the step: `warmup_steps` linear from 0, then `constant` (times Zaremba et al.'s
+    `lr_decay` per epoch, if set), or `cosine` / `linear` decay to `final_lr_fraction * lr`
+    at the last step (`num_epochs * steps_per_epoch`)."""
+    lr, warmup = config.lr, config.warmup_steps
+    kind = config.get("lr_schedule", "constant")
+    if kind == "constant":
+        base = lr if config.lr_decay == 1.0 else epoch_decay(
+            lr, config.lr_decay, config.decay_after, steps_per_epoch)  # fmt: skip
+        if not warmup:
+            return base
+        rest = base if callable(base) else optax.constant_schedule(base)
+        return optax.join_schedules(
+            [optax.linear_schedule(0.0, lr, warmup), lambda t: rest(t + warmup)], [warmup]
+        )
+    total = max(config.num_epochs * steps_per_epoch, warmup + 1)
+    end = lr * config.final_lr_fraction
+    if kind == "cosine":
+        decay = optax.cosine_decay_schedule(lr, total - warmup, end / lr)
+    else:
+        decay = optax.linear_schedule(lr, end, total - warmup)
+    if not warmup:
+        return decay
+    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), decay], [warmup])
+
+
+def _decayed(params):
+    """Weight decay's mask: the matrices (kernels, embeddings), not biases, norms' scales or
+    a recurrence's per-unit parameters."""
+    return jax.tree.map(lambda p: p.ndim >= 2, params)
+
+
 def config_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int = 1):
-    """The optimizer `config` describes: clipped SGD, its rate decayed per epoch if
-    `config.lr_decay` is set (not 1)."""
-    decay = config.lr_decay
-    if decay == 1.0:
-        return make_optimizer(config.lr, config.clip)
-    schedule = epoch_decay(config.lr, decay, config.decay_after, steps_per_epoch)
-    return make_optimizer(schedule, config.clip)
+    """The optimizer `config` describes: gradients clipped to global norm `clip`, then
+    `sgd` (the book's; with `lr_decay` per epoch if set), `adam` (weight decay as an L2 term
+    added to the gradient) or `adamw` (decoupled weight decay), at `lr_schedule(config)`.
+    Weight decay applies to the matrices only. The book's configs give exactly
+    `make_optimizer(lr, clip)`."""
+    name = config.get("optimizer", "sgd")
+    wd = config.get("weight_decay", 0.0)
+    lr = lr_schedule(config, steps_per_epoch)
+    if name == "sgd" and not wd:
+        return make_optimizer(lr, config.clip)
+    b1, b2 = config.get("beta1", 0.9), config.get("beta2", 0.999)
+    decay = [optax.add_decayed_weights(wd, mask=_decayed)] if wd else []
+    if name == "sgd":
+        tx = optax.chain(*decay, optax.sgd(lr))
+    elif name == "adam":
+        tx = optax.chain(*decay, optax.adam(lr, b1, b2))
+    else:
+        tx = optax.adamw(lr, b1, b2, weight_decay=wd, mask=_decayed)
+    return optax.chain(optax.clip_by_global_norm(config.clip), tx)
 
 
 def create_train_state(

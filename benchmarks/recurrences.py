@@ -1,0 +1,222 @@
+r"""The recurrences trained in parallel over time beside the LSTM: speed, quality, sampling.
+
+    python benchmarks/recurrences.py speed          # tokens/sec, fraction of the matmul peak
+    python benchmarks/recurrences.py shakespeare    # validation loss vs wall-clock, a PNG
+    python benchmarks/recurrences.py generation     # 1,000 characters, compiled, per cell
+
+`speed`: training tokens/sec of one layer of every cell (one-hot inputs, the Dense head,
+clipped SGD; the classic cells by their fast layers) at the book's shapes (B 32, T 35,
+H 256, V 28) and at T 256 and 1024, the linear cells both by the associative and by the
+sequential scan. Every measurement runs in a fresh process, the rows in alternation
+(round 1: A B C ..., round 2: A B C ...), the median of the rounds reported; the matmul peak
+(a 2048^3 float32 `jnp.matmul`) is measured in the same rounds, and GFLOP/s counts XLA's
+own FLOPs of the compiled step (`cost_analysis`).
+`shakespeare`: runs `main.py --config=configs/shakespeare.py:<variant>` for each variant,
+reads its `progress.jsonl` / `metrics.jsonl` (validation loss against seconds since the
+process started) and draws them with nanoGPT's published CPU figure (1.88) as the
+reference line (`--out`.png and a Markdown table).
+`generation`: greedy sampling of 1,000 characters after a prefix as one compiled call, per
+cell, from freshly initialised 1 x 256 models (the work does not depend on the weights).
+Results are printed and written as JSON (`--out`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CLASSIC = ("lstm", "gru")
+LINEAR = ("mingru", "minlstm", "rglru", "lru")
+NANOGPT_CPU = 1.88  # nanoGPT README: shakespeare_char on a CPU, "a loss of only 1.88"
+
+
+def speed_child(cell: str, T: int, scan: str, B: int, H: int, V: int, repeats: int) -> dict:
+    """One measurement: tokens/sec of `repeats` calls of a compiled chunk of 4 steps."""
+    import jax
+    import jax.numpy as jnp
+
+    from rnnlm_jax import train
+    from rnnlm_jax.nn.models import RNNModel
+
+    if cell == "peak":
+        n = 2048
+        f = jax.jit(lambda x, y: x @ y)
+        a = jnp.ones((n, n), jnp.float32)
+        f(a, a).block_until_ready()
+        best = min(_timed(lambda: f(a, a).block_until_ready()) for _ in range(10))
+        return {"gflops": 2 * n**3 / best / 1e9}
+    model = RNNModel(V, cell=cell, num_hiddens=H, scan=scan)
+    state = train.create_train_state(model, jax.random.key(0), 1.0, 1.0, B, T)
+    steps = 4
+    X = jax.random.randint(jax.random.key(1), (steps, B, T), 0, V)
+    begin = model.begin_state(B)
+    step_flops = _flops(train.train_step.lower(state, begin, X[0], X[0]).compile())
+    state, carry, m = train.train_chunk(state, begin, X, X, begin, False)
+    jax.block_until_ready(m)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        state, carry, m = train.train_chunk(state, carry, X, X, begin, False)
+        jax.block_until_ready(m)
+        times.append(time.perf_counter() - t0)
+    seconds = statistics.median(times)
+    return {"tokens_per_sec": steps * B * T / seconds, "gflops": steps * step_flops / seconds / 1e9}
+
+
+def _flops(compiled) -> float:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float(cost.get("flops", 0.0))
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _child(args: list[str]) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "child", *args], capture_output=True, text=True, check=False
+    )
+    if out.returncode:
+        raise SystemExit(f"error: child {args} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def speed(args) -> dict:
+    rows = [("peak", 0, "-")]
+    for T in args.lengths:
+        rows += [(c, T, "-") for c in CLASSIC]
+        rows += [(c, T, s) for c in LINEAR for s in ("associative", "sequential")]
+    found: dict[tuple, list[dict]] = {r: [] for r in rows}
+    for rnd in range(args.rounds):
+        for cell, T, scan in rows:
+            r = _child([cell, str(T), scan, str(args.batch), str(args.hidden), str(args.vocab),
+                        str(args.repeats)])  # fmt: skip
+            found[(cell, T, scan)].append(r)
+            print(f"round {rnd + 1}: {cell} T={T} {scan}: {r}", file=sys.stderr, flush=True)
+    peak = statistics.median(r["gflops"] for r in found[rows[0]])
+    table = []
+    for cell, T, scan in rows[1:]:
+        rs = found[(cell, T, scan)]
+        tps = statistics.median(r["tokens_per_sec"] for r in rs)
+        gf = statistics.median(r["gflops"] for r in rs)
+        table.append({"cell": cell, "T": T, "scan": scan, "tokens_per_sec": tps,
+                      "gflops": gf, "fraction_of_peak": gf / peak})  # fmt: skip
+    return {"matmul_peak_gflops": peak, "batch": args.batch, "hidden": args.hidden,
+            "vocab": args.vocab, "rounds": args.rounds, "rows": table}  # fmt: skip
+
+
+def speed_table(result: dict) -> str:
+    lstm = {r["T"]: r["tokens_per_sec"] for r in result["rows"] if r["cell"] == "lstm"}
+    lines = ["| cell | T | scan | tokens/sec | x fast LSTM | GFLOP/s | of peak |",
+             "|---|---:|---|---:|---:|---:|---:|"]  # fmt: skip
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['cell']} | {r['T']} | {r['scan']} | {r['tokens_per_sec']:,.0f} | "
+            f"{r['tokens_per_sec'] / lstm[r['T']]:.2f} | {r['gflops']:.1f} | "
+            f"{r['fraction_of_peak']:.1%} |"
+        )
+    return "\n".join(lines)
+
+
+def shakespeare(args) -> dict:
+    import numpy as np
+
+    results = {}
+    for variant in args.variants:
+        workdir = Path(args.workdir) / variant
+        cmd = [sys.executable, str(ROOT / "main.py"), f"--config=configs/shakespeare.py:{variant}",
+               f"--workdir={workdir}"]  # fmt: skip
+        t0 = time.perf_counter()
+        out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+        wall = time.perf_counter() - t0
+        if out.returncode:
+            raise SystemExit(f"error: {variant} failed:\n{out.stderr[-2000:]}")
+        points = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+        curve = [(p["elapsed_s"], p["val_loss"]) for p in points if "val_loss" in p]
+        results[variant] = {"wall_s": wall, "curve": curve, "final_val_loss": curve[-1][1],
+                            "stdout_tail": out.stdout.splitlines()[-4:]}  # fmt: skip
+        print(variant, results[variant]["final_val_loss"], f"{wall:.0f} s", file=sys.stderr)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for variant, r in results.items():
+        xs, ys = np.array(r["curve"]).T
+        ax.plot(xs, ys, marker="o", ms=3, label=variant)
+    ax.axhline(NANOGPT_CPU, color="k", ls="--", lw=1, label="nanoGPT CPU recipe (1.88)")
+    ax.set_xlabel("wall-clock seconds since the command started")
+    ax.set_ylabel("validation loss (nats / char)")
+    ax.set_title("tiny Shakespeare, 2 CPU cores")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(Path(args.out).with_suffix(".png"), dpi=110)
+    return results
+
+
+def generation(args) -> dict:
+    import jax
+    import numpy as np
+
+    from rnnlm_jax import train
+    from rnnlm_jax.infer.generation import greedy_ids
+    from rnnlm_jax.nn.models import RNNModel
+
+    out = {}
+    prefix = jax.numpy.asarray(np.arange(14) % args.vocab, jax.numpy.int32)
+    for cell in CLASSIC + LINEAR:
+        for block in ("stack", "residual"):
+            model = RNNModel(args.vocab, cell=cell, block=block, num_hiddens=args.hidden,
+                             num_layers=1 if block == "stack" else 2, initializer="flax")  # fmt: skip
+            state = train.create_train_state(model, jax.random.key(0), 1.0, 1.0, 1, 8)
+            greedy_ids(model, state.params, prefix, args.num_preds).block_until_ready()
+            best = min(
+                _timed(lambda: greedy_ids(model, state.params, prefix, args.num_preds)
+                       .block_until_ready())  # fmt: skip
+                for _ in range(5)
+            )
+            out[f"{cell}/{block}"] = {"seconds": best, "chars_per_sec": args.num_preds / best}
+            print(cell, block, f"{best * 1e3:.1f} ms", file=sys.stderr)
+    return out
+
+
+def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "child":
+        cell, T, scan, B, H, V, repeats = sys.argv[2:]
+        print(json.dumps(speed_child(cell, int(T), scan, int(B), int(H), int(V), int(repeats))))
+        return
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("what", choices=("speed", "shakespeare", "generation"))
+    p.add_argument("--lengths", type=int, nargs="+", default=[35, 256, 1024])
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--vocab", type=int, default=28)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--variants", nargs="+", default=["lstm", "mingru", "minlstm", "rglru", "lru"])
+    p.add_argument("--workdir", default="/tmp/rnnlm_jax_recurrences")
+    p.add_argument("--num_preds", type=int, default=1000)
+    p.add_argument("--out", default="recurrences")
+    args = p.parse_args()
+    result = {"speed": speed, "shakespeare": shakespeare, "generation": generation}[args.what](args)
+    if args.what == "speed":
+        print(speed_table(result))
+    Path(args.out).with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    os.sync()
+
+
+if __name__ == "__main__":
+    main()

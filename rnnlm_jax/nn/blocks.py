@@ -1,0 +1,126 @@
+"""Residual blocks (`block="residual"`): a pre-norm recurrence, then a pre-norm gated MLP, each
+added to the residual stream, as in Griffin (De et al. 2024) and the minGRU paper's
+language models.
+
+  x = x + Recurrence(RMSNorm(x));  x = x + MLP(RMSNorm(x))
+  MLP(x) = W_down (gelu(W_gate x) * W_up x)                       (width H -> eH -> H)
+
+The recurrence is one `RNNLayer` layer of any cell, except `rglru`, which runs Griffin's
+recurrent block as recurrentgemma's `RecurrentBlock` defines it (`GriffinRecurrence`):
+  y = gelu(W_y x);  u = RG-LRU(Conv1D_4(W_x x));  out = W_out (u * y)
+whose state is the RG-LRU's `h [B, H]` and the convolution's last 3 inputs `[B, 3, H]`.
+Everything is time-major `[T, B, H]`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from rnnlm_jax.nn.layer import RNNLayer, zero_state
+from rnnlm_jax.nn.linear_cells import RGLRU
+
+CONV_WIDTH = 4  # Griffin's temporal convolution
+
+
+class GatedMLP(nn.Module):
+    """`W_down (gelu(W_gate x) * W_up x)`, hidden width `expansion * H`."""
+
+    expansion: int
+    kernel_init: Any = nn.initializers.lecun_normal()
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        H = x.shape[-1]
+        dense = lambda n, name: nn.Dense(n, dtype=self.dtype, kernel_init=self.kernel_init,
+                                         name=name)  # noqa: E731 fmt: skip
+        gate, up = jnp.split(dense(2 * self.expansion * H, "up")(x), 2, axis=-1)
+        return dense(H, "down")(jax.nn.gelu(gate) * up)
+
+
+class Conv1D(nn.Module):
+    """A causal depthwise convolution over time of width `width` (recurrentgemma's `Conv1D`,
+    its initialisation): `y_t = b + sum_j w[j] * x_{t - (width - 1) + j}`, the inputs before
+    the sequence read from `cache [B, width - 1, H]` (the previous minibatch's last inputs).
+    `(cache, x [T, B, H]) -> (y, new cache)`."""
+
+    width: int = CONV_WIDTH
+
+    @nn.compact
+    def __call__(self, cache, x):
+        H = x.shape[-1]
+        w_init = nn.initializers.variance_scaling(0.01, "fan_in", "normal")
+        w = self.param("w", w_init, (self.width, H), jnp.float32)
+        b = self.param("b", nn.initializers.zeros_init(), (H,), jnp.float32)
+        T = x.shape[0]
+        ext = jnp.concatenate([jnp.swapaxes(cache, 0, 1).astype(x.dtype), x], axis=0)
+        y = b + sum(ext[j : j + T] * w[j] for j in range(self.width))
+        return y, jnp.swapaxes(ext[T:], 0, 1)
+
+
+class GriffinRecurrence(nn.Module):
+    """Griffin's recurrent block of width H: `((h, conv), x [T, B, H]) -> (out, (h, conv))`."""
+
+    num_heads: int = 1
+    kernel_init: Any = nn.initializers.lecun_normal()
+    scan: str = "auto"
+    unroll: int = 1
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, state, x):
+        H = x.shape[-1]
+        h0, conv = state
+        dense = lambda name: nn.Dense(H, dtype=self.dtype, kernel_init=self.kernel_init,
+                                      name=name)  # noqa: E731 fmt: skip
+        y = jax.nn.gelu(dense("linear_y")(x))
+        u, conv = Conv1D(name="conv_1d")(conv, dense("linear_x")(x))
+        hs = RGLRU(H, self.num_heads, scan=self.scan, unroll=self.unroll, name="rg_lru")(h0, u)
+        return dense("linear_out")(hs * y), (hs[-1], conv)
+
+
+def block_state(cell: str, num_layers: int, batch_size: int, num_hiddens: int):
+    """The zero state of `num_layers` residual blocks: the cell's `[L, B, H]` (a pair for
+    the LSTM and the LRU); for `rglru`, `(h [L, B, H], conv [L, B, 3, H])`."""
+    if cell == "rglru":
+        conv = jnp.zeros((num_layers, batch_size, CONV_WIDTH - 1, num_hiddens), jnp.float32)
+        return zero_state(cell, num_layers, batch_size, num_hiddens), conv
+    return zero_state(cell, num_layers, batch_size, num_hiddens)
+
+
+class ResidualBlock(nn.Module):
+    """One residual block (see the module docstring): `(x [T, B, H], state) -> (x, state)`
+    with the state of one layer (`block_state` without its leading axis)."""
+
+    cell: str
+    mlp_expansion: int = 3
+    dropout: float = 0.0
+    layer: dict | None = None  # RNNLayer's fields (initializer, impl, scan, num_heads, ...)
+    kernel_init: Any = nn.initializers.lecun_normal()
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, state, deterministic: bool = True):
+        H = x.shape[-1]
+        layer = dict(self.layer or {})
+        h = nn.RMSNorm(name="temporal_norm")(x)
+        if self.cell == "rglru":
+            h, state = GriffinRecurrence(
+                layer.get("num_heads", 1), self.kernel_init, layer.get("scan", "auto"),
+                layer.get("unroll", 1), self.dtype, name="recurrence",
+            )(state, h)  # fmt: skip
+        else:
+            rnn = RNNLayer(cell=self.cell, num_hiddens=H, num_layers=1, dtype=self.dtype,
+                           name="recurrence", **layer)  # fmt: skip
+            h, state = rnn(h, jax.tree.map(lambda s: s[None], state))
+            state = jax.tree.map(lambda s: s[0], state)
+        drop = nn.Dropout(self.dropout)
+        x = x + drop(h, deterministic=deterministic)
+        m = GatedMLP(self.mlp_expansion, self.kernel_init, self.dtype, name="mlp")(
+            nn.RMSNorm(name="mlp_norm")(x)
+        )
+        return x + drop(m, deterministic=deterministic), state
