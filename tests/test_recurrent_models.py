@@ -1,0 +1,191 @@
+"""Language models of the new cells: residual blocks (the LSTM's and Griffin's), the
+optimizers a config picks, and configs/shakespeare.py end to end on a small file."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from test_main import run_main
+
+from rnnlm_jax import train
+from rnnlm_jax.config import fields
+from rnnlm_jax.infer.generation import greedy_ids
+from rnnlm_jax.nn.layer import RNNLayer
+from rnnlm_jax.nn.models import RNNModel
+
+V = 11
+
+
+def _model(cell, **kw):
+    kw = {"mlp_expansion": 2, **kw}
+    return RNNModel(V, cell=cell, block="residual", num_hiddens=16, num_layers=2,
+                    num_heads=2, initializer="flax", **kw)  # fmt: skip
+
+
+@pytest.mark.parametrize("cell", ["lstm", "rglru", "minlstm"])
+def test_residual_model_carries_its_state_and_samples(cell):
+    """Two halves with the state carried give the whole sequence's logits and state
+    (Griffin's: the convolution's window too); sampling one token at a time agrees."""
+    model = _model(cell)
+    tokens = jax.random.randint(jax.random.key(0), (3, 12), 0, V)
+    begin = model.begin_state(3)
+    params = model.init(jax.random.key(1), tokens, begin)["params"]
+    apply = jax.jit(model.apply)
+    logits, state = apply({"params": params}, tokens, begin)
+    l1, s1 = apply({"params": params}, tokens[:, :5], begin)
+    l2, s2 = apply({"params": params}, tokens[:, 5:], s1)
+    whole = logits.reshape(12, 3, V)
+    np.testing.assert_allclose(l1.reshape(5, 3, V), whole[:5], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(l2.reshape(7, 3, V), whole[5:], rtol=1e-4, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(s2), jax.tree.leaves(state)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    # greedy generation (prefix in one scan, then one token at a time) == argmax by hand
+    prefix = tokens[0, :4]
+    out = np.asarray(greedy_ids(model, params, prefix, 5)).reshape(-1)
+    lg, s = apply({"params": params}, prefix[None], model.begin_state(1))
+    seq = [int(jnp.argmax(lg[-1]))]
+    for _ in range(4):
+        lg, s = apply({"params": params}, jnp.asarray([[seq[-1]]]), s)
+        seq.append(int(jnp.argmax(lg[-1])))
+    assert list(out) == seq
+
+
+def test_residual_lstm_block_is_prenorm_recurrence_then_gated_mlp():
+    """Block 0 of a residual LSTM, recomputed from its parameters by hand."""
+    model = _model("lstm", mlp_expansion=3)
+    tokens = jax.random.randint(jax.random.key(0), (2, 6), 0, V)
+    params = model.init(jax.random.key(1), tokens, model.begin_state(2))["params"]
+    p = params["block_0"]
+    x = params["embed"]["embedding"][tokens.T]  # [T, B, H]
+
+    def rms(x, scale):
+        return x * jax.lax.rsqrt(jnp.mean(x * x, -1, keepdims=True) + 1e-6) * scale
+
+    rnn = RNNLayer(cell="lstm", num_hiddens=16, initializer="flax")
+    h, _ = rnn.apply({"params": p["recurrence"]}, rms(x, p["temporal_norm"]["scale"]))
+    x = x + h
+    m = rms(x, p["mlp_norm"]["scale"])
+    up = m @ p["mlp"]["up"]["kernel"] + p["mlp"]["up"]["bias"]
+    gate, lin = jnp.split(up, 2, axis=-1)
+    assert gate.shape[-1] == 3 * 16
+    x = x + (jax.nn.gelu(gate) * lin) @ p["mlp"]["down"]["kernel"] + p["mlp"]["down"]["bias"]
+    ours = model.apply({"params": params}, tokens, model.begin_state(2),
+                       method=lambda m, t, s: m.blocks[0](m.embed(t.T), jax.tree.map(
+                           lambda a: a[0], s))[0])  # fmt: skip
+    np.testing.assert_allclose(ours, x, rtol=1e-4, atol=1e-5)
+    assert set(params) >= {"embed", "block_0", "block_1", "final_norm", "dense"}
+
+
+def test_griffin_block_has_recurrentgemmas_branches():
+    model = _model("rglru")
+    params = model.init(jax.random.key(1), jnp.zeros((2, 4), jnp.int32), model.begin_state(2))
+    rec = params["params"]["block_0"]["recurrence"]
+    assert set(rec) == {"linear_y", "linear_x", "conv_1d", "rg_lru", "linear_out"}
+    assert rec["conv_1d"]["w"].shape == (4, 16)
+    state = model.begin_state(2)
+    assert [a.shape for a in jax.tree.leaves(state)] == [(2, 2, 16), (2, 2, 3, 16)]
+
+
+# --- optimizers ---------------------------------------------------------------------------
+
+
+def _config(**kw):
+    config = fields.defaults()
+    config.update({"batch_size": 4, "num_steps": 8, "num_epochs": 1, **kw})
+    return config
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(optimizer="sgd", lr=0.5, weight_decay=1e-4, warmup_steps=5, lr_schedule="linear"),
+        dict(optimizer="adam", lr=1e-2, lr_schedule="cosine", warmup_steps=5),
+        dict(optimizer="adamw", lr=1e-2, weight_decay=0.1, lr_schedule="cosine", clip=0.5),
+        dict(optimizer="adam", lr=1e-2, lr_decay=0.5, decay_after=1),
+    ],
+    ids=lambda kw: "-".join(f"{v}" for v in kw.values()),
+)
+def test_each_optimizer_trains_a_tiny_model(kw):
+    config = _config(cell="mingru", block="residual", num_hiddens=16, initializer="flax", **kw)
+    model = RNNModel(V, cell="mingru", block="residual", num_hiddens=16, initializer="flax")
+    steps = 40
+    state = train.initial_train_state(model, config, steps)
+    X = jax.random.randint(jax.random.key(0), (steps, 4, 8), 0, V)
+    Y = (X * 3 + 1) % V  # a function of the input token: learnable without memory
+    begin = model.begin_state(4)
+    losses = []
+    for i in range(steps):
+        state, _, m = train.train_step(state, begin, X[i], Y[i])
+        losses.append(float(m["loss_sum"] / m["num_tokens"]))
+    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5]), losses
+
+
+def test_schedules_warm_up_and_decay_to_their_final_fraction():
+    for kind in ("cosine", "linear"):
+        c = _config(lr=2.0, warmup_steps=10, lr_schedule=kind, final_lr_fraction=0.1,
+                    num_epochs=2)  # fmt: skip
+        sched = train.step.lr_schedule(c, steps_per_epoch=50)  # 100 steps in all
+        assert float(sched(0)) == 0.0 and float(sched(5)) == pytest.approx(1.0)
+        assert float(sched(10)) == pytest.approx(2.0)
+        assert float(sched(100)) == pytest.approx(0.2, rel=1e-4)
+        assert 0.2 < float(sched(55)) < 2.0
+    c = _config(lr=1.0, warmup_steps=4, lr_decay=0.5, decay_after=1)
+    sched = train.step.lr_schedule(c, steps_per_epoch=10)
+    assert [float(sched(t)) for t in (2, 9, 10, 25)] == pytest.approx([0.5, 1.0, 0.5, 0.25])
+
+
+def test_weight_decay_touches_matrices_only_and_the_book_optimizer_is_unchanged():
+    params = {"kernel": jnp.ones((3, 2)), "bias": jnp.ones((2,))}
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    for name in ("sgd", "adam", "adamw"):
+        tx = train.config_optimizer(_config(optimizer=name, lr=0.1, weight_decay=0.5))
+        updates, _ = tx.update(zeros, tx.init(params), params)
+        assert float(jnp.abs(updates["bias"]).max()) == 0.0
+        assert float(updates["kernel"][0, 0]) < 0.0, name
+    book = train.config_optimizer(fields.defaults())
+    ref = optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(1.0))
+    grads = jax.tree.map(lambda p: 3.0 * p, params)
+    assert jax.tree.structure(book.init(params)) == jax.tree.structure(ref.init(params))
+    a, _ = book.update(grads, book.init(params), params)
+    b, _ = ref.update(grads, ref.init(params), params)
+    assert jax.tree.all(jax.tree.map(lambda x, y: bool(jnp.all(x == y)), a, b))
+
+
+# --- configs/shakespeare.py ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def plays(tmp_path_factory):
+    path = tmp_path_factory.mktemp("plays") / "input.txt"
+    lines = ["ROMEO:", "But, soft! what light through yonder window breaks?", "",
+             "JULIET:", "O Romeo, Romeo! wherefore art thou Romeo?", ""]  # fmt: skip
+    path.write_text("\n".join(lines * 60))
+    return path
+
+
+@pytest.mark.parametrize("variant", ["smoke,rglru", "smoke,lstm"])
+def test_shakespeare_config_trains_and_samples(plays, tmp_path, variant):
+    r = run_main(f"--config=configs/shakespeare.py:{variant}", "--config.corpus=text",
+                 f"--config.text_files={plays}",
+                 f"--workdir={tmp_path / 'w'}")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert "validation perplexity" in [x for x in lines if x.startswith("perplexity")][-1]
+    assert any(x.startswith("ROMEO:") for x in lines[-6:])
+    assert ("scan" in r.stderr) == ("rglru" in variant)
+
+
+def test_new_fields_are_checked_in_one_line(tmp_path):
+    cases = [
+        ("--config.cell=rglru", "--config.num_hiddens=30", "--config.num_heads=4", "num_heads"),
+        ("--config.block=residual", "--config.embed_dim=8", "--config.num_hiddens=16",
+         "embed_dim"),
+        ("--config.optimizer=adam", "--mode=population", "--config.num_epochs=1", "population"),
+        ("--config.optimizer=lion", "--config.num_epochs=1", "--config.num_epochs=1", "optimizer"),
+    ]
+    for *args, word in cases:
+        r = run_main("--config=configs/timemachine.py:smoke", *args, f"--workdir={tmp_path / 'w'}")
+        assert r.returncode == 2 and r.stderr.startswith("error: ") and word in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "w").exists()
