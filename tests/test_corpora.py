@@ -82,8 +82,13 @@ def test_the_corpus_fields_are_in_every_shipped_config():
     del sine  # exercise 3 is not a language model: it has no corpus
     from configs import shakespeare
 
-    for config in (timemachine.get_config(), ptb.get_config(), ptb.get_config("smoke"),
-                   shakespeare.get_config(), shakespeare.get_config("smoke,rglru")):
+    for config in (
+        timemachine.get_config(),
+        ptb.get_config(),
+        ptb.get_config("smoke"),
+        shakespeare.get_config(),
+        shakespeare.get_config("smoke,rglru"),
+    ):
         for name in ("corpus", "text_files", "valid_fraction", "test_fraction", "cleaning"):
             assert name in config, name
         assert set(config.keys()) == set(fields.FIELDS)

@@ -127,7 +127,8 @@ def test_layer_equals_its_per_step_reference(cell, layers, bidirectional, length
     B = x.shape[1]
     lens = jnp.array(lengths if lengths else (x.shape[0],) * B)
     kw = {"seq_lengths": lens} if lengths else {}
-    w = jax.random.normal(jax.random.key(3), (x.shape[0], B, layer.num_hiddens * (1 + bidirectional)))
+    width = layer.num_hiddens * (1 + bidirectional)
+    w = jax.random.normal(jax.random.key(3), (x.shape[0], B, width))
 
     def loss(run, params, x, state):
         y, final = run(params, x, state)

@@ -1,7 +1,6 @@
 """Language models of the new cells: residual blocks (the LSTM's and Griffin's), the
 optimizers a config picks, and configs/shakespeare.py end to end on a small file."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -180,8 +179,7 @@ def test_shakespeare_config_trains_and_samples(plays, tmp_path, variant):
 def test_new_fields_are_checked_in_one_line(tmp_path):
     cases = [
         ("--config.cell=rglru", "--config.num_hiddens=30", "--config.num_heads=4", "num_heads"),
-        ("--config.block=residual", "--config.embed_dim=8", "--config.num_hiddens=16",
-         "embed_dim"),
+        ("--config.block=residual", "--config.embed_dim=8", "--config.num_hiddens=16", "embed_dim"),
         ("--config.optimizer=adam", "--mode=population", "--config.num_epochs=1", "population"),
         ("--config.optimizer=lion", "--config.num_epochs=1", "--config.num_epochs=1", "optimizer"),
     ]

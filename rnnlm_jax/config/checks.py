@@ -88,8 +88,12 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     )
     _check(
         config.job != "population"
-        or (config.optimizer == "sgd" and not config.weight_decay
-            and config.lr_schedule == "constant" and not config.warmup_steps),  # fmt: skip
+        or (
+            config.optimizer == "sgd"
+            and not config.weight_decay
+            and config.lr_schedule == "constant"
+            and not config.warmup_steps
+        ),  # fmt: skip
         "population mode trains the book's clipped SGD (each member its lr and clip): "
         "config.optimizer='sgd' with no weight_decay, warmup_steps or lr_schedule",
     )

@@ -36,8 +36,10 @@ class GatedMLP(nn.Module):
     @nn.compact
     def __call__(self, x):
         H = x.shape[-1]
-        dense = lambda n, name: nn.Dense(n, dtype=self.dtype, kernel_init=self.kernel_init,
-                                         name=name)  # noqa: E731 fmt: skip
+
+        def dense(n, name):
+            return nn.Dense(n, dtype=self.dtype, kernel_init=self.kernel_init, name=name)
+
         gate, up = jnp.split(dense(2 * self.expansion * H, "up")(x), 2, axis=-1)
         return dense(H, "down")(jax.nn.gelu(gate) * up)
 
@@ -75,8 +77,10 @@ class GriffinRecurrence(nn.Module):
     def __call__(self, state, x):
         H = x.shape[-1]
         h0, conv = state
-        dense = lambda name: nn.Dense(H, dtype=self.dtype, kernel_init=self.kernel_init,
-                                      name=name)  # noqa: E731 fmt: skip
+
+        def dense(name):
+            return nn.Dense(H, dtype=self.dtype, kernel_init=self.kernel_init, name=name)
+
         y = jax.nn.gelu(dense("linear_y")(x))
         u, conv = Conv1D(name="conv_1d")(conv, dense("linear_x")(x))
         hs = RGLRU(H, self.num_heads, scan=self.scan, unroll=self.unroll, name="rg_lru")(h0, u)

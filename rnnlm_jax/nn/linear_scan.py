@@ -10,7 +10,6 @@ complex. `auto` picks, per backend, the one measured faster (`benchmarks/recurre
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 SCANS = ("auto", "associative", "sequential")
 

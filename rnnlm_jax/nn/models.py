@@ -96,12 +96,19 @@ class RNNModel(nn.Module):
         self.output_drop = nn.Dropout(self.output_dropout)
         layer = {name: getattr(self, name) for name in LAYER_FIELDS}
         if self.block == "residual":
-            inner = {k: v for k, v in layer.items()
-                     if k not in ("cell", "num_hiddens", "num_layers", "dropout", "dtype")}  # fmt: skip
+            own = ("cell", "num_hiddens", "num_layers", "dropout", "dtype")
+            inner = {k: v for k, v in layer.items() if k not in own}
             kernel = inits.get("kernel_init", nn.initializers.lecun_normal())
             self.blocks = [
-                ResidualBlock(self.cell, self.mlp_expansion, self.dropout, inner, kernel,
-                              self.dtype, name=f"block_{i}")  # fmt: skip
+                ResidualBlock(
+                    self.cell,
+                    self.mlp_expansion,
+                    self.dropout,
+                    inner,
+                    kernel,
+                    self.dtype,
+                    name=f"block_{i}",
+                )  # fmt: skip
                 for i in range(self.num_layers)
             ]
             self.final_norm = nn.RMSNorm()
