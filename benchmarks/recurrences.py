@@ -12,9 +12,10 @@ sequential scan. Every measurement runs in a fresh process, the rows in alternat
 (a 2048^3 float32 `jnp.matmul`) is measured in the same rounds, and GFLOP/s counts XLA's
 own FLOPs of the compiled step (`cost_analysis`).
 `shakespeare`: runs `main.py --config=configs/shakespeare.py:<variant>` for each variant,
-reads its `progress.jsonl` / `metrics.jsonl` (validation loss against seconds since the
-process started) and draws them with nanoGPT's published CPU figure (1.88) as the
-reference line (`--out`.png and a Markdown table).
+one after another, timing each line the command prints from its start: the loss of each
+chunk of minibatches (in one epoch every character is new to the model, so it estimates the
+held-out loss) along the run, and the validation loss at the end; draws them with nanoGPT's
+published CPU figure (1.88) as the reference line (`--out`.png, and a Markdown table).
 `generation`: greedy sampling of 1,000 characters after a prefix as one compiled call, per
 cell, from freshly initialised 1 x 256 models (the work does not depend on the weights).
 Results are printed and written as JSON (`--out`).
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -133,21 +135,28 @@ def speed_table(result: dict) -> str:
 def shakespeare(args) -> dict:
     import numpy as np
 
-    results = {}
+    results = json.loads(Path(args.merge).read_text()) if args.merge else {}
     for variant in args.variants:
         workdir = Path(args.workdir) / variant
         config = f"--config=configs/shakespeare.py:{variant}"
         cmd = [sys.executable, str(ROOT / "main.py"), config, f"--workdir={workdir}"]
         t0 = time.perf_counter()
-        out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        lines, curve = [], []
+        for line in proc.stdout:  # each chunk's own loss, on characters not seen before
+            lines.append(line.rstrip("\n"))
+            m = re.match(r"\[\d+/\d+\] step \d+/\d+, loss ([0-9.]+)", line)
+            if m:
+                curve.append((time.perf_counter() - t0, float(m.group(1))))
         wall = time.perf_counter() - t0
-        if out.returncode:
-            raise SystemExit(f"error: {variant} failed:\n{out.stderr[-2000:]}")
-        points = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-        curve = [(p["elapsed_s"], p["val_loss"]) for p in points if "val_loss" in p]
-        results[variant] = {"wall_s": wall, "curve": curve, "final_val_loss": curve[-1][1],
-                            "stdout_tail": out.stdout.splitlines()[-4:]}  # fmt: skip
-        print(variant, results[variant]["final_val_loss"], f"{wall:.0f} s", file=sys.stderr)
+        if proc.wait():
+            raise SystemExit(f"error: {variant} failed")
+        last = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()][-1]
+        val = float(np.log(last["val_perplexity"]))
+        results[variant] = {"wall_s": wall, "train_curve": curve, "val_loss": val,
+                            "tokens_per_sec": last["tokens_per_sec"],
+                            "stdout_tail": lines[-4:]}  # fmt: skip
+        print(variant, f"val loss {val:.4f}", f"{wall:.0f} s", file=sys.stderr, flush=True)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -155,11 +164,13 @@ def shakespeare(args) -> dict:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for variant, r in results.items():
-        xs, ys = np.array(r["curve"]).T
-        ax.plot(xs, ys, marker="o", ms=3, label=variant)
+        xs, ys = np.array(r["train_curve"]).T
+        (line,) = ax.plot(xs, ys, lw=1.2, label=f"{variant}: {r['val_loss']:.3f}")
+        ax.plot([r["wall_s"]], [r["val_loss"]], marker="o", color=line.get_color())
     ax.axhline(NANOGPT_CPU, color="k", ls="--", lw=1, label="nanoGPT CPU recipe (1.88)")
     ax.set_xlabel("wall-clock seconds since the command started")
-    ax.set_ylabel("validation loss (nats / char)")
+    ax.set_ylabel("loss (nats / char): lines, each chunk's; dots, validation")
+    ax.set_ylim(1.4, 3.0)
     ax.set_title("tiny Shakespeare, 2 CPU cores")
     ax.legend()
     fig.tight_layout()
@@ -207,14 +218,24 @@ def main():
     p.add_argument("--vocab", type=int, default=28)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--variants", nargs="+", default=["lstm", "mingru", "minlstm", "rglru", "lru"])
+    p.add_argument("--variants", nargs="+",
+                   default=["best", "lstm", "minlstm", "rglru", "lru", "long"])  # fmt: skip
     p.add_argument("--workdir", default="/tmp/rnnlm_jax_recurrences")
     p.add_argument("--num_preds", type=int, default=1000)
+    p.add_argument("--merge", default="", help="shakespeare: an earlier run's JSON, its "
+                   "other variants kept (the ones run now replace theirs)")  # fmt: skip
     p.add_argument("--out", default="recurrences")
     args = p.parse_args()
     result = {"speed": speed, "shakespeare": shakespeare, "generation": generation}[args.what](args)
     if args.what == "speed":
         print(speed_table(result))
+    if args.what == "shakespeare":
+        print("| variant | validation loss | wall s (whole command) | training tokens/sec |")
+        print("|---|---:|---:|---:|")
+        for v, r in result.items():
+            print(
+                f"| `{v}` | {r['val_loss']:.3f} | {r['wall_s']:.0f} | {r['tokens_per_sec']:,.0f} |"
+            )
     Path(args.out).with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     os.sync()
 

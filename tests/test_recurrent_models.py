@@ -187,3 +187,19 @@ def test_new_fields_are_checked_in_one_line(tmp_path):
         r = run_main("--config=configs/timemachine.py:smoke", *args, f"--workdir={tmp_path / 'w'}")
         assert r.returncode == 2 and r.stderr.startswith("error: ") and word in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "w").exists()
+
+
+def test_population_mode_and_sampling_from_a_workdir_take_the_new_cells(tmp_path):
+    """The sweep's trials vmapped, with an LRU (its state a pair); then `--mode=sample`
+    from the workdir."""
+    w = tmp_path / "w"
+    r = run_main("--config=configs/timemachine.py:smoke", "--mode=population",
+                 "--config.cell=lru", "--config.num_epochs=2", f"--workdir={w}")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert len((w / "population.md").read_text().splitlines()) == 2 + 3
+    r = run_main("--config=configs/timemachine.py:smoke", "--config.cell=minlstm",
+                 "--config.num_epochs=2", f"--workdir={tmp_path / 's'}")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    r = run_main(f"--workdir={tmp_path / 's'}", "--mode=sample", "--prefix=time",
+                 "--temperature=0.8", "--num_preds=12")  # fmt: skip
+    assert r.returncode == 0 and r.stdout.strip().startswith("time"), r.stderr

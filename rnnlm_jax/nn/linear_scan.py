@@ -15,9 +15,10 @@ SCANS = ("auto", "associative", "sequential")
 
 
 def resolve_scan(scan: str) -> str:
-    """`associative` or `sequential` for `scan`; `auto`: sequential on XLA:CPU (its loop of
-    elementwise steps beat the associative scan's O(T log T) memory traffic at every length
-    measured there, T 35 to 1024), associative elsewhere (GPU, TPU: the parallel form)."""
+    """`associative` or `sequential` for `scan`; `auto`: sequential on XLA:CPU (on 2 cores
+    its loop of elementwise steps beat the associative scan's O(T log T) memory traffic for
+    every cell at T 35 and 256, and for all but the LRU at T 1024: docs/recurrences.md),
+    associative elsewhere (GPU, TPU: the parallel form, depth O(log T))."""
     if scan not in SCANS:
         raise ValueError(f"unknown scan {scan!r}; expected one of {SCANS}")
     if scan != "auto":
