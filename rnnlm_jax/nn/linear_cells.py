@@ -34,6 +34,7 @@ import numpy as np
 
 from rnnlm_jax.nn.fast_layers import project_inputs
 from rnnlm_jax.nn.linear_scan import linear_scan
+from rnnlm_jax.nn.recurrences import matmul
 
 Initializer = Any
 _lecun = nn.initializers.lecun_normal()
@@ -235,16 +236,12 @@ class LRU(_Linear):
         h0 = carry[0] + 1j * carry[1]
         hs = self.run(jnp.broadcast_to(lam, bx.shape), bx, h0)
         re, im = hs.real, hs.imag
-        y = _matmul(re, C_re, self.dtype) - _matmul(im, C_im, self.dtype)
+        y = matmul(re, C_re, self.dtype) - matmul(im, C_im, self.dtype)
         if D == H and not jnp.issubdtype(x.dtype, jnp.integer):
             y = y + x * self.param("D", nn.initializers.normal(stddev=1.0), (H,))
         else:
             y = y + project_inputs(x, self.param("D", _lecun, (D, H)), zero, self.dtype)
         return (re[-1], im[-1]), y, (re, im)
-
-
-def _matmul(a, b, dtype):
-    return jnp.matmul(a.astype(dtype), b.astype(dtype), preferred_element_type=jnp.float32)
 
 
 LINEAR_CELLS = {"mingru": MinGRU, "minlstm": MinLSTM, "rglru": RGLRULayer, "lru": LRU}
