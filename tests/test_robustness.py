@@ -421,3 +421,30 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_the_record(trained, tmp_path)
     assert checkpoints.latest_epoch(w) == 4 and checkpoints.damage(w / "checkpoints" / "28") is None
     records = [json.loads(x) for x in (w / "metrics.jsonl").read_text().splitlines()]
     assert [x["epoch"] for x in records][:4] == [1, 2, 3, 4]
+
+
+FAILING_CALLBACK = """
+import sys
+import tensorstore as ts
+from absl import flags
+from rnnlm_jax.run import cli
+from rnnlm_jax.train.checkpoints import CheckpointError
+
+def job():
+    promise, future = ts.Promise.new()
+    future.add_done_callback(lambda _: 1 / 0)  # as a save thread's callback on a closed loop
+    promise.set_result(None)  # tensorstore reports the callback's error as unraisable
+    raise CheckpointError("the save failed")
+
+flags.FLAGS(["main.py"])
+flags.FLAGS.verbosity = -3  # main.py's default
+cli.run(job)
+"""
+
+
+def test_a_native_callback_failing_beside_the_error_prints_no_traceback(tmp_path):
+    # What a full disk did once in CI: tensorstore's callback raised on Orbax's closed loop.
+    r = subprocess.run(
+        [sys.executable, "-c", FAILING_CALLBACK], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert_one_error(r, 1, "the save failed")

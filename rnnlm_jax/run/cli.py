@@ -213,15 +213,22 @@ def _disk_full(error: BaseException) -> bool:
     return getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in str(error)
 
 
-def _quiet_excepthook(*exc) -> None:
+def _quiet_hook(*exc) -> None:
     """Tracebacks that native callbacks print on their own (tensorstore's, inside Orbax's
-    save threads, after a failed write) are dropped: the error reaches `run` as one line."""
+    save threads, after a failed write: through `sys.excepthook`, or `sys.unraisablehook`
+    when an asyncio loop has closed under them) are dropped: the error reaches `run` as one
+    line."""
 
 
 def run(job: Callable[[], None]) -> None:
-    """Runs `job`, turning the project's errors into one line and a non-zero status."""
+    """Runs `job`, turning the project's errors into one line and a non-zero status.
+
+    With the default verbosity, the quiet hooks stay in place when `job` fails with a known
+    error: Orbax's threads may report the same failure again while the process exits."""
     quiet = flags.FLAGS.is_parsed() and flags.FLAGS.verbosity < -1  # the default: no logs
-    previous, sys.excepthook = sys.excepthook, (_quiet_excepthook if quiet else sys.excepthook)
+    hooks = sys.excepthook, sys.unraisablehook
+    if quiet:
+        sys.excepthook = sys.unraisablehook = _quiet_hook
     try:
         job()
     except (ConfigError, WorkdirError) as e:
@@ -239,6 +246,6 @@ def run(job: Callable[[], None]) -> None:
         if _out_of_memory(e):
             hint = "try a smaller model, batch or num_preds"
             fail(f"out of memory: {_last_line(e)[:200]} ({hint})", status=1)
+        sys.excepthook, sys.unraisablehook = hooks  # an unexpected error: its traceback
         raise
-    finally:
-        sys.excepthook = previous
+    sys.excepthook, sys.unraisablehook = hooks
