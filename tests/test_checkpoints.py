@@ -9,6 +9,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from conftest import ROOT
 
 from rnnlm_jax.config.checks import model_from_config
 from rnnlm_jax.train import abstract_train_state, checkpoints
+from rnnlm_jax.train import workdir as workdirs
 
 SMOKE = "--config=configs/timemachine.py:smoke"
 
@@ -213,3 +215,26 @@ def _scalars(path):
         i += 12 + length + 4
         for value in event.summary.value:
             yield value.tag, event.step
+
+
+def test_a_waiting_reader_comes_before_the_next_save(tmp_path):
+    read = []
+
+    def reader():
+        with workdirs.checkpoint_lock(tmp_path, shared=True, timeout=30):
+            read.append(True)
+
+    with workdirs.checkpoint_lock(tmp_path, shared=False):  # a save in flight
+        thread = threading.Thread(target=reader)
+        thread.start()
+        time.sleep(0.5)  # the reader now waits, at the turnstile's far side
+        assert not read
+    # The next save, right after, finds the turnstile held until the reader is in.
+    with workdirs.checkpoint_lock(tmp_path, shared=False, timeout=30):
+        assert read == [True]
+    thread.join()
+    # A reader refused after its timeout: one error naming the run's lock holder.
+    with workdirs.checkpoint_lock(tmp_path, shared=False):
+        with pytest.raises(workdirs.WorkdirInUse, match="being saved"):
+            with workdirs.checkpoint_lock(tmp_path, shared=True, timeout=0.2):
+                pass

@@ -23,6 +23,7 @@ from pathlib import Path
 
 RUN_LOCK = ".lock"
 CHECKPOINT_LOCK = ".checkpoint.lock"
+CHECKPOINT_TURN = ".checkpoint.turn"  # a reader waiting for CHECKPOINT_LOCK holds it
 # Entries of a workdir that runs write; none may be a symbolic link (writes stay inside).
 WRITTEN = (
     "config.json",
@@ -33,6 +34,7 @@ WRITTEN = (
     "best",
     RUN_LOCK,
     CHECKPOINT_LOCK,
+    CHECKPOINT_TURN,
 )
 
 
@@ -144,15 +146,31 @@ def hold(workdir: Path, enabled: bool = True):
 @contextlib.contextmanager
 def checkpoint_lock(workdir: Path, shared: bool, timeout: float = 30.0):
     """Held while a checkpoint is saved (exclusive) or read (`shared`); a reader waits up to
-    `timeout` seconds for a save in flight, then raises `WorkdirInUse`."""
-    path = workdir / CHECKPOINT_LOCK
+    `timeout` seconds for a save in flight, then raises `WorkdirInUse`.
+
+    Readers and writers first pass a turnstile (`CHECKPOINT_TURN`, held only until the lock
+    is taken), so a reader waiting for a save in flight comes before the next save: a run
+    that saves back to back does not keep a sampler out."""
+    deadline = time.monotonic() + timeout
+    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     try:  # a reader makes no file: no lock file, no run has ever saved here
-        fd = _lock(path, fcntl.LOCK_SH if shared else fcntl.LOCK_EX, timeout, create=not shared)
+        turn = _lock(workdir / CHECKPOINT_TURN, fcntl.LOCK_EX, timeout, create=not shared)
     except (FileNotFoundError, PermissionError):
         if not shared:
             raise
-        yield
-        return
+        turn = -1  # a workdir of an earlier version: the lock alone
+    try:
+        fd = None
+        if turn is not None:
+            left = max(deadline - time.monotonic(), 0.0)
+            fd = _lock(workdir / CHECKPOINT_LOCK, mode, left, create=not shared)
+    except (FileNotFoundError, PermissionError):
+        if not shared:
+            raise
+        fd = -1  # no lock file: nothing was ever saved here
+    finally:
+        if turn is not None and turn >= 0:
+            os.close(turn)
     if fd is None:
         raise WorkdirInUse(
             f"a checkpoint is being saved in {workdir} by {_holder(workdir / RUN_LOCK)} for "
@@ -161,4 +179,5 @@ def checkpoint_lock(workdir: Path, shared: bool, timeout: float = 30.0):
     try:
         yield
     finally:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
