@@ -123,6 +123,8 @@ def test_signal_saves_a_checkpoint_and_the_restart_continues(tmp_path, sig, stat
     records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert epoch is not None and epoch == records[-1]["epoch"] >= 3
     assert not list((tmp_path / "checkpoints").glob("*tmp*"))
+    if sig == signal.SIGINT:
+        return  # the checkpoint is SIGTERM's: the restart below is the same for both
     # The restart continues from there and ends where an uninterrupted run ends.
     r = run(tmp_path, f"--config.num_epochs={epoch + 2}")
     assert r.returncode == 0 and f"after epoch {epoch}" in r.stdout, r.stderr

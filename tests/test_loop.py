@@ -130,9 +130,10 @@ def population_run(tmp_path_factory):
     return uninterrupted(POPULATION, tmp_path_factory.mktemp("population") / "straight")
 
 
-@pytest.mark.parametrize("how", ["SIGTERM", "kill"])
-def test_population_resumes_bit_exact(population_run, tmp_path, how):
-    check_resumes(POPULATION, population_run, tmp_path, how, lambda metas: len(metas) >= 1)
+def test_population_resumes_bit_exact_after_sigterm(population_run, tmp_path):
+    # The loop is one for every job: each way of stopping once per job is enough here
+    # (the language model's own tests take both).
+    check_resumes(POPULATION, population_run, tmp_path, "SIGTERM", lambda metas: len(metas) >= 1)
     table = (tmp_path / "stopped" / "population.md").read_text()
     assert table == (population_run / "population.md").read_text()
     lines = (tmp_path / "stopped" / "population.jsonl").read_text().splitlines()
@@ -151,9 +152,8 @@ def sine_run(tmp_path_factory):
     return uninterrupted(SINE, tmp_path_factory.mktemp("sine") / "straight")
 
 
-@pytest.mark.parametrize("how", ["SIGTERM", "kill"])
-def test_sine_resumes_bit_exact(sine_run, tmp_path, how):
-    check_resumes(SINE, sine_run, tmp_path, how, lambda metas: len(metas) >= 2)
+def test_sine_resumes_bit_exact_after_kill_9(sine_run, tmp_path):
+    check_resumes(SINE, sine_run, tmp_path, "kill", lambda metas: len(metas) >= 2)
     a = json.loads((sine_run / "sine_results.json").read_text())
     b = json.loads((tmp_path / "stopped" / "sine_results.json").read_text())
     for name in ("mlp", "rnn"):
@@ -168,7 +168,7 @@ def ptb_dir(tmp_path_factory):
 
 def test_a_ptb_format_run_killed_mid_epoch_resumes_bit_identical(tmp_path, ptb_dir):
     args = [
-        *smoke_args(ptb_dir),  # PTB's recipe on files of PTB's format
+        *smoke_args(ptb_dir),  # PTB's recipe (lr decay from epoch 3, read from token 0)
         "--config.max_tokens=8000",  # 19 minibatches an epoch
         "--config.num_epochs=3",
         "--config.num_layers=1",
