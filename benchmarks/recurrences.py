@@ -12,10 +12,13 @@ sequential scan. Every measurement runs in a fresh process, the rows in alternat
 (a 2048^3 float32 `jnp.matmul`) is measured in the same rounds, and GFLOP/s counts XLA's
 own FLOPs of the compiled step (`cost_analysis`).
 `shakespeare`: runs `main.py --config=configs/shakespeare.py:<variant>` for each variant,
-one after another, timing each line the command prints from its start: the loss of each
-chunk of minibatches (in one epoch every character is new to the model, so it estimates the
-held-out loss) along the run, and the validation loss at the end; draws them with nanoGPT's
-published CPU figure (1.88) as the reference line (`--out`.png, and a Markdown table).
+and with `--nanogpt=CHECKOUT` nanoGPT's published CPU recipe (`NANOGPT_ARGS`) beside them,
+each once per round in turn (`--rounds`, fresh processes), timing each line a command prints
+from its start: for ours the loss of each chunk of minibatches (in one epoch every character
+is new to the model, so it estimates the held-out loss) along the run and the validation
+loss at the end, for nanoGPT its evaluations; the median wall time over the rounds. Draws
+them with nanoGPT's published CPU figure (1.88) as the reference line (`--out`.png, and a
+Markdown table).
 `generation`: greedy sampling of 1,000 characters after a prefix as one compiled call, per
 cell, from freshly initialised 1 x 256 models (the work does not depend on the weights).
 Results are printed and written as JSON (`--out`).
@@ -132,50 +135,99 @@ def speed_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def shakespeare(args) -> dict:
+# nanoGPT's published CPU recipe (its README), run from a checkout given by --nanogpt.
+NANOGPT_ARGS = ["config/train_shakespeare_char.py", "--device=cpu", "--compile=False",
+                "--eval_iters=20", "--block_size=64", "--batch_size=12",
+                "--n_layer=4", "--n_head=4", "--n_embd=128", "--max_iters=2000",
+                "--lr_decay_iters=2000", "--dropout=0.0"]  # fmt: skip
+
+
+def _timed_lines(cmd: list[str], cwd, pattern: str) -> tuple[float, list, list[str]]:
+    """Runs `cmd`; returns its wall seconds, `(seconds, float)` for each stdout line that
+    `pattern` matches (its last group), and the lines."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, text=True)
+    lines, curve = [], []
+    for line in proc.stdout:
+        lines.append(line.rstrip("\n"))
+        m = re.match(pattern, line)
+        if m:
+            curve.append((time.perf_counter() - t0, float(m.groups()[-1])))
+    wall = time.perf_counter() - t0
+    if proc.wait():
+        raise SystemExit(f"error: {cmd} failed")
+    return wall, curve, lines
+
+
+def _ours(variant: str, workdir: Path) -> dict:
     import numpy as np
 
+    cmd = [sys.executable, str(ROOT / "main.py"), f"--config=configs/shakespeare.py:{variant}",
+           f"--workdir={workdir}"]  # fmt: skip
+    # Each chunk's own loss, on characters not seen before (one epoch) along the run.
+    wall, curve, lines = _timed_lines(cmd, ROOT, r"\[\d+/\d+\] step \d+/\d+, loss ([0-9.]+)")
+    last = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()][-1]
+    return {"wall_s": wall, "train_curve": curve, "val_loss": float(np.log(last["val_perplexity"])),
+            "tokens_per_sec": last["tokens_per_sec"], "stdout_tail": lines[-4:]}  # fmt: skip
+
+
+def _nanogpt(checkout: str, python: str, workdir: Path) -> dict:
+    cmd = [python, "train.py", *NANOGPT_ARGS, f"--out_dir={workdir}"]
+    pattern = r"step (\d+): train loss [0-9.]+, val loss ([0-9.]+)"
+    wall, curve, lines = _timed_lines(cmd, checkout, pattern)
+    return {"wall_s": wall, "val_curve": curve, "val_loss": curve[-1][1],
+            "stdout_tail": lines[-2:]}  # fmt: skip
+
+
+def shakespeare(args) -> dict:
+    """Every variant (and nanoGPT's recipe, with --nanogpt) once per round, in turn, fresh
+    processes; the median wall time over the rounds, the curve of the last."""
+    runs = {v: [] for v in (["nanogpt"] if args.nanogpt else []) + list(args.variants)}
+    for rnd in range(args.rounds):
+        for name in runs:
+            workdir = Path(args.workdir) / f"{name}-{rnd}"
+            if name == "nanogpt":
+                r = _nanogpt(args.nanogpt, args.nanogpt_python, workdir)
+            else:
+                r = _ours(name, workdir)
+            runs[name].append(r)
+            print(f"round {rnd + 1}: {name}: validation loss {r['val_loss']:.4f}, "
+                  f"{r['wall_s']:.1f} s", file=sys.stderr, flush=True)  # fmt: skip
     results = json.loads(Path(args.merge).read_text()) if args.merge else {}
-    for variant in args.variants:
-        workdir = Path(args.workdir) / variant
-        config = f"--config=configs/shakespeare.py:{variant}"
-        cmd = [sys.executable, str(ROOT / "main.py"), config, f"--workdir={workdir}"]
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-        lines, curve = [], []
-        for line in proc.stdout:  # each chunk's own loss, on characters not seen before
-            lines.append(line.rstrip("\n"))
-            m = re.match(r"\[\d+/\d+\] step \d+/\d+, loss ([0-9.]+)", line)
-            if m:
-                curve.append((time.perf_counter() - t0, float(m.group(1))))
-        wall = time.perf_counter() - t0
-        if proc.wait():
-            raise SystemExit(f"error: {variant} failed")
-        last = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()][-1]
-        val = float(np.log(last["val_perplexity"]))
-        results[variant] = {"wall_s": wall, "train_curve": curve, "val_loss": val,
-                            "tokens_per_sec": last["tokens_per_sec"],
-                            "stdout_tail": lines[-4:]}  # fmt: skip
-        print(variant, f"val loss {val:.4f}", f"{wall:.0f} s", file=sys.stderr, flush=True)
+    for name, rs in runs.items():
+        results[name] = {**rs[-1], "wall_s": statistics.median(r["wall_s"] for r in rs),
+                         "wall_s_rounds": [r["wall_s"] for r in rs],
+                         "val_loss_rounds": [r["val_loss"] for r in rs]}  # fmt: skip
+    plot_shakespeare(results, Path(args.out).with_suffix(".png"))
+    return results
+
+
+def plot_shakespeare(results: dict, path: Path) -> None:
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for variant, r in results.items():
+    for name, r in results.items():
+        if name == "nanogpt":  # its own validation estimates (20 minibatches) as it trains
+            xs, ys = np.array(r["val_curve"]).T
+            ax.plot(
+                xs, ys, "k:", marker=".", lw=1, label=f"nanoGPT CPU recipe: {r['val_loss']:.3f}"
+            )
+            continue
         xs, ys = np.array(r["train_curve"]).T
-        (line,) = ax.plot(xs, ys, lw=1.2, label=f"{variant}: {r['val_loss']:.3f}")
+        (line,) = ax.plot(xs, ys, lw=1.2, label=f"{name}: {r['val_loss']:.3f}")
         ax.plot([r["wall_s"]], [r["val_loss"]], marker="o", color=line.get_color())
-    ax.axhline(NANOGPT_CPU, color="k", ls="--", lw=1, label="nanoGPT CPU recipe (1.88)")
+    ax.axhline(NANOGPT_CPU, color="k", ls="--", lw=1, label="nanoGPT's published 1.88")
     ax.set_xlabel("wall-clock seconds since the command started")
     ax.set_ylabel("loss (nats / char): lines, each chunk's; dots, validation")
-    ax.set_ylim(1.4, 3.0)
+    ax.set_ylim(1.2, 3.0)
     ax.set_title("tiny Shakespeare, 2 CPU cores")
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(Path(args.out).with_suffix(".png"), dpi=110)
-    return results
+    fig.savefig(path, dpi=110)
 
 
 def generation(args) -> dict:
@@ -224,18 +276,30 @@ def main():
     p.add_argument("--num_preds", type=int, default=1000)
     p.add_argument("--merge", default="", help="shakespeare: an earlier run's JSON, its "
                    "other variants kept (the ones run now replace theirs)")  # fmt: skip
+    p.add_argument(
+        "--nanogpt",
+        default="",
+        help="shakespeare: a nanoGPT checkout with "
+        "data/shakespeare_char prepared: its CPU recipe runs in the same rounds",
+    )
+    p.add_argument("--nanogpt_python", default=sys.executable,
+                   help="the Python (with torch) that runs nanoGPT")  # fmt: skip
     p.add_argument("--out", default="recurrences")
     args = p.parse_args()
     result = {"speed": speed, "shakespeare": shakespeare, "generation": generation}[args.what](args)
     if args.what == "speed":
         print(speed_table(result))
     if args.what == "shakespeare":
-        print("| variant | validation loss | wall s (whole command) | training tokens/sec |")
-        print("|---|---:|---:|---:|")
+        print(
+            "| variant | validation loss | wall s (whole command, median) | of nanoGPT's | "
+            "training tokens/sec |"
+        )
+        print("|---|---:|---:|---:|---:|")
+        nano = result.get("nanogpt", {}).get("wall_s")
         for v, r in result.items():
-            print(
-                f"| `{v}` | {r['val_loss']:.3f} | {r['wall_s']:.0f} | {r['tokens_per_sec']:,.0f} |"
-            )
+            share = f"{r['wall_s'] / nano:.2f}" if nano else "-"
+            tps = f"{r['tokens_per_sec']:,.0f}" if "tokens_per_sec" in r else "-"
+            print(f"| `{v}` | {r['val_loss']:.3f} | {r['wall_s']:.0f} | {share} | {tps} |")
     Path(args.out).with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     os.sync()
 
