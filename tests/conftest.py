@@ -3,9 +3,9 @@ pipelines run on small files the tests write, and only the tests of the real PTB
 Shakespeare files read `$RNNLM_JAX_DATA_DIR` (`.ci/run` points it at a verified copy); they
 skip, saying why, where it is unset or lacks the file.
 
-Every test process gets a data folder of its own (empty, in a temporary folder), so no test
-reads or writes the user's `~/.cache/rnnlm_jax`, and the subprocesses the tests start
-inherit it. No test downloads: the few that exercise downloads serve files on loopback.
+Every test process gets a data folder and a JAX compilation cache of its own (empty, in
+temporary folders), so no test reads or writes the user's `~/.cache/rnnlm_jax`, and the
+subprocesses the tests start inherit them. No test downloads: the few that exercise downloads serve files on loopback.
 """
 
 import os
@@ -19,6 +19,12 @@ ROOT = Path(__file__).resolve().parents[1]
 _real = os.environ.get("RNNLM_JAX_DATA_DIR")
 REAL_DATA_DIR = Path(_real) if _real else None  # the real corpora, where the runner has them
 os.environ["RNNLM_JAX_DATA_DIR"] = tempfile.mkdtemp(prefix="rnnlm_jax_test_data_")
+# A compilation cache of the test process's own, which the `main.py` processes the tests
+# start share: they compile the same small programs again and again (a sixth of the suite's
+# time); never the user's cache, and removed at the end like the data folder.
+os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="rnnlm_jax_test_jax_cache_")
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 
 
 def real_data(relative: str) -> Path:
@@ -35,6 +41,7 @@ def pytest_sessionfinish(session, exitstatus):
     import shutil
 
     shutil.rmtree(os.environ["RNNLM_JAX_DATA_DIR"], ignore_errors=True)
+    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
