@@ -3,6 +3,7 @@ r"""The recurrences trained in parallel over time beside the LSTM: speed, qualit
     python benchmarks/recurrences.py speed          # tokens/sec, fraction of the matmul peak
     python benchmarks/recurrences.py shakespeare    # validation loss vs wall-clock, a PNG
     python benchmarks/recurrences.py generation     # 1,000 characters, compiled, per cell
+    python benchmarks/recurrences.py scans          # the two scans alone: time, XLA's bytes
 
 `speed`: training tokens/sec of one layer of every cell (one-hot inputs, the Dense head,
 clipped SGD; the classic cells by their fast layers) at the book's shapes (B 32, T 35,
@@ -21,6 +22,8 @@ them with nanoGPT's published CPU figure (1.88) as the reference line (`--out`.p
 Markdown table).
 `generation`: greedy sampling of 1,000 characters after a prefix as one compiled call, per
 cell, from freshly initialised 1 x 256 models (the work does not depend on the weights).
+`scans`: `linear_scan` alone, forward and backward, at `[T, B, H]`, by either scan: the
+time and the bytes XLA's cost analysis counts.
 Results are printed and written as JSON (`--out`).
 """
 
@@ -257,13 +260,48 @@ def generation(args) -> dict:
     return out
 
 
+def scans(args) -> dict:
+    """The scan alone, forward and backward, at `[T, B, H]` for each T: milliseconds (best of
+    7) and the bytes XLA's cost analysis counts (for the sequential scan the arrays its loop
+    reads and writes, the loop's body counted once)."""
+    import jax
+
+    from rnnlm_jax.nn.linear_scan import linear_scan
+
+    out = {}
+    for T in args.lengths:
+        shape = (T, args.batch, args.hidden)
+        inputs = (
+            jax.random.uniform(jax.random.key(0), shape),
+            jax.random.normal(jax.random.key(1), shape),
+            jax.numpy.zeros(shape[1:]),
+        )
+        array = 4 * T * args.batch * args.hidden
+        for scan in ("associative", "sequential"):
+            grad = jax.grad(lambda a, b, h0, s=scan: linear_scan(a, b, h0, s).sum(), (0, 1))
+            compiled = jax.jit(grad).lower(*inputs).compile()
+            cost = compiled.cost_analysis()
+            cost = cost[0] if isinstance(cost, list) else cost
+
+            def run(compiled=compiled, inputs=inputs):
+                jax.block_until_ready(compiled(*inputs))
+
+            run()
+            best = min(_timed(run) for _ in range(7))
+            xla_bytes = float(cost.get("bytes accessed", 0))
+            out[f"{scan}/{T}"] = {"ms": best * 1e3, "xla_bytes": xla_bytes, "array_bytes": array}
+            print(f"T {T} {scan}: {best * 1e3:.1f} ms, XLA's bytes {xla_bytes:.3g} (one "
+                  f"[T, B, H] array: {array:.3g})", file=sys.stderr)  # fmt: skip
+    return out
+
+
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "child":
         cell, T, scan, B, H, V, repeats = sys.argv[2:]
         print(json.dumps(speed_child(cell, int(T), scan, int(B), int(H), int(V), int(repeats))))
         return
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=("speed", "shakespeare", "generation"))
+    p.add_argument("what", choices=("speed", "shakespeare", "generation", "scans"))
     p.add_argument("--lengths", type=int, nargs="+", default=[35, 256, 1024])
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--hidden", type=int, default=256)
@@ -286,7 +324,8 @@ def main():
                    help="the Python (with torch) that runs nanoGPT")  # fmt: skip
     p.add_argument("--out", default="recurrences")
     args = p.parse_args()
-    result = {"speed": speed, "shakespeare": shakespeare, "generation": generation}[args.what](args)
+    jobs = {"speed": speed, "shakespeare": shakespeare, "generation": generation, "scans": scans}
+    result = jobs[args.what](args)
     if args.what == "speed":
         print(speed_table(result))
     if args.what == "shakespeare":
