@@ -5,7 +5,8 @@ skip, saying why, where it is unset or lacks the file.
 
 Every test process gets a data folder and a JAX compilation cache of its own (empty, in
 temporary folders), so no test reads or writes the user's `~/.cache/rnnlm_jax`, and the
-subprocesses the tests start inherit them. No test downloads: the few that exercise downloads serve files on loopback.
+subprocesses the tests start inherit them. No test downloads: the few that exercise
+downloads serve files on loopback.
 """
 
 import os
