@@ -421,7 +421,6 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_the_record(trained, tmp_path)
 
 
 FAILING_CALLBACK = """
-import sys
 import tensorstore as ts
 from absl import flags
 from rnnlm_jax.run import cli

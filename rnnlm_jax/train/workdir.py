@@ -143,6 +143,17 @@ def hold(workdir: Path, enabled: bool = True):
         os.close(fd)
 
 
+def _lock_unless_absent(path: Path, mode: int, timeout: float, shared: bool) -> int | None:
+    """`_lock(path, ...)`, a writer making the file; a reader finding no file gets -1
+    (nothing to wait for)."""
+    try:
+        return _lock(path, mode, timeout, create=not shared)
+    except (FileNotFoundError, PermissionError):
+        if not shared:
+            raise
+        return -1
+
+
 @contextlib.contextmanager
 def checkpoint_lock(workdir: Path, shared: bool, timeout: float = 30.0):
     """Held while a checkpoint is saved (exclusive) or read (`shared`); a reader waits up to
@@ -152,22 +163,15 @@ def checkpoint_lock(workdir: Path, shared: bool, timeout: float = 30.0):
     is taken), so a reader waiting for a save in flight comes before the next save: a run
     that saves back to back does not keep a sampler out."""
     deadline = time.monotonic() + timeout
-    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
-    try:  # a reader makes no file: no lock file, no run has ever saved here
-        turn = _lock(workdir / CHECKPOINT_TURN, fcntl.LOCK_EX, timeout, create=not shared)
-    except (FileNotFoundError, PermissionError):
-        if not shared:
-            raise
-        turn = -1  # a workdir of an earlier version: the lock alone
+    # A reader makes no file: none there means no run has ever saved here (or, for the
+    # turnstile, a workdir of an earlier version: the lock alone).
+    turn = _lock_unless_absent(workdir / CHECKPOINT_TURN, fcntl.LOCK_EX, timeout, shared)
     try:
         fd = None
         if turn is not None:
             left = max(deadline - time.monotonic(), 0.0)
-            fd = _lock(workdir / CHECKPOINT_LOCK, mode, left, create=not shared)
-    except (FileNotFoundError, PermissionError):
-        if not shared:
-            raise
-        fd = -1  # no lock file: nothing was ever saved here
+            mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+            fd = _lock_unless_absent(workdir / CHECKPOINT_LOCK, mode, left, shared)
     finally:
         if turn is not None and turn >= 0:
             os.close(turn)
