@@ -57,7 +57,7 @@ def _step(cell, p, h, x):
         return h, h
     # lru: complex arithmetic, step by step
     lam = jnp.exp(-jnp.exp(p["nu_log"]) + 1j * jnp.exp(p["theta_log"]))
-    gamma = jnp.sqrt(1 - jnp.abs(lam) ** 2)
+    gamma = jnp.exp(p["gamma_log"])
     Bm, Cm = p["B_re"] + 1j * p["B_im"], p["C_re"] + 1j * p["C_im"]
     hc = h[0] + 1j * h[1]
     hc = lam * hc + gamma * (x @ Bm)
@@ -261,3 +261,25 @@ def test_conv1d_equals_recurrentgemma_and_carries_its_window():
     y1, c1 = conv.apply({"params": params}, cache, x[:2])  # shorter than the window
     y2, _ = conv.apply({"params": params}, c1, x[2:])
     _close(jnp.concatenate([y1, y2]), y, rtol=1e-5)
+
+
+def test_the_lru_trains_gamma_as_a_parameter_initialised_from_lambda():
+    """The paper's reference: gamma is a parameter of its own (`gamma_log`), initialised to
+    log sqrt(1 - |lambda|^2), with a gradient, and what the layer uses (not recomputed)."""
+    layer = RNNLayer(cell="lru", num_hiddens=8)
+    x = jax.random.normal(jax.random.key(0), (5, 2, 3))
+    params = layer.init(jax.random.key(1), x)["params"]
+    p = params["layer_0"]
+    lam_abs = jnp.exp(-jnp.exp(p["nu_log"]))
+    np.testing.assert_allclose(p["gamma_log"], 0.5 * jnp.log(1 - lam_abs**2), rtol=1e-5)
+
+    def loss(params):
+        return jnp.sum(layer.apply({"params": params}, x)[0] ** 2)
+
+    grads = jax.grad(loss)(params)["layer_0"]
+    assert float(jnp.abs(grads["gamma_log"]).max()) > 0
+    # Moving gamma alone (lambda unchanged) changes the outputs: it is the layer's input scale.
+    moved = jax.tree.map(lambda a: a, params)
+    moved["layer_0"] = {**p, "gamma_log": p["gamma_log"] + 0.5}
+    a, b = layer.apply({"params": params}, x)[0], layer.apply({"params": moved}, x)[0]
+    assert float(jnp.abs(a - b).max()) > 1e-3

@@ -59,7 +59,9 @@ class Conv1D(nn.Module):
         w = self.param("w", w_init, (self.width, H), jnp.float32)
         b = self.param("b", nn.initializers.zeros_init(), (H,), jnp.float32)
         T = x.shape[0]
-        ext = jnp.concatenate([jnp.swapaxes(cache, 0, 1).astype(x.dtype), x], axis=0)
+        # float32 whatever the matmuls' dtype: the window carried between minibatches
+        # keeps the state's dtype.
+        ext = jnp.concatenate([jnp.swapaxes(cache, 0, 1), x.astype(cache.dtype)], axis=0)
         y = b + sum(ext[j : j + T] * w[j] for j in range(self.width))
         return y, jnp.swapaxes(ext[T:], 0, 1)
 

@@ -18,7 +18,8 @@ pair `(Re h, Im h)`.
   RG-LRU:  x' = W x + b (to width H), r = sigmoid(W_a x' + b_a), i = sigmoid(W_x x' + b_x)
            (block-diagonal, `num_heads` blocks), log a = -8 r softplus(Lambda),
            h = a h_prev + sqrt(1 - a^2) (i x'), recurrentgemma's `RGLRU` (`RGLRU` here)
-  LRU:     lambda = exp(-exp(nu) + i exp(theta)), gamma = sqrt(1 - |lambda|^2),
+  LRU:     lambda = exp(-exp(nu) + i exp(theta)), gamma = exp(gamma_log) (a parameter,
+           initialised to sqrt(1 - |lambda|^2)),
            h = lambda h_prev + gamma (B x) in complex numbers, y = Re(C h) + D x
 """
 
@@ -197,8 +198,10 @@ class LRU(_Linear):
 
     Parameters: `nu_log`, `theta_log` `[N]` (lambda's modulus and phase, initialised
     uniformly on the ring `r_min <= |lambda| <= r_max` with phases in [0, max_phase], the
-    paper's), `B_re`, `B_im` `[D, N]` (N(0, 1/(2D))), `C_re`, `C_im` `[N, H]` (N(0, 1/N)),
-    and `D`: the paper's diagonal `[H]` (N(0, 1)) where the inputs have width H, else a
+    paper's), `gamma_log` `[N]` (the input normalisation, trained, initialised to
+    `log sqrt(1 - |lambda|^2)` as in the paper's reference), `B_re`, `B_im` `[D, N]`
+    (N(0, 1/(2D))), `C_re`, `C_im` `[N, H]` (N(0, 1/N)), and `D`: the paper's diagonal `[H]`
+    (N(0, 1)) where the inputs have width H, else a
     matrix `[D, H]` (LeCun normal; a row lookup for token ids).
     """
 
@@ -230,7 +233,12 @@ class LRU(_Linear):
         zero = jnp.zeros((), jnp.float32)
         modulus = jnp.exp(-jnp.exp(nu_log))
         lam = modulus * jnp.exp(1j * jnp.exp(theta_log))  # exp(-exp(nu) + i exp(theta))
-        gamma = jnp.sqrt(1.0 - modulus**2)
+        # The paper's reference trains gamma as a parameter of its own, initialised from
+        # lambda at initialisation: sqrt(1 - |lambda|^2).
+        gamma_log = self.param(
+            "gamma_log", lambda key, shape: 0.5 * jnp.log(1.0 - modulus**2), (N,)
+        )
+        gamma = jnp.exp(gamma_log)
         bx = (project_inputs(x, B_re, zero, self.dtype)
               + 1j * project_inputs(x, B_im, zero, self.dtype)) * gamma  # fmt: skip
         h0 = carry[0] + 1j * carry[1]

@@ -83,10 +83,34 @@ def lr_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int = 1):
     return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), decay], [warmup])
 
 
+# Weight decay by role: the names of the parameters that are weight matrices (kernels,
+# embeddings, block-diagonal gate weights `w`, the LRU's input and output maps). Biases,
+# norms' scales, a recurrence's per-unit parameters (RG-LRU's `a_param`, the LRU's `nu_log`,
+# `theta_log`, `gamma_log` and diagonal `D`) and the depthwise Conv1D's filters are not decayed.
+DECAYED_NAMES = frozenset({"kernel", "embedding", "w", "B_re", "B_im", "C_re", "C_im"})
+NOT_DECAYED_MODULES = frozenset({"conv_1d"})  # Griffin's depthwise filters `[width, H]`
+
+
+def decays(path: tuple, leaf) -> bool:
+    """Whether weight decay applies to the parameter at `path` (flax's parameter tree keys):
+    the weight matrices, by name (`DECAYED_NAMES`; the LRU's `D` where it is a matrix), not
+    inside a depthwise convolution; a name the table does not know (a user's own module)
+    decays where it has two or more axes."""
+    names = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
+    name, parents = names[-1], set(names[:-1])
+    if parents & NOT_DECAYED_MODULES:
+        return False
+    if name in DECAYED_NAMES:
+        return True
+    if name == "D":
+        return leaf.ndim >= 2
+    known = {"bias", "b", "scale", "a_param", "nu_log", "theta_log", "gamma_log"}
+    return name not in known and leaf.ndim >= 2
+
+
 def _decayed(params):
-    """Weight decay's mask: the matrices (kernels, embeddings), not biases, norms' scales or
-    a recurrence's per-unit parameters."""
-    return jax.tree.map(lambda p: p.ndim >= 2, params)
+    """Weight decay's mask over `params` (`decays` for every leaf)."""
+    return jax.tree_util.tree_map_with_path(decays, params)
 
 
 def config_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int = 1):
@@ -114,17 +138,20 @@ def config_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int = 1
 def create_train_state(
     model: RNNModel,
     rng: jax.Array,
-    lr: float | None,
-    clip: float | None,
-    batch_size: int,
-    num_steps: int,
+    lr: float | None = None,
+    clip: float | None = None,
+    batch_size: int = 1,
+    num_steps: int = 1,
     *,
     tx: optax.GradientTransformation | None = None,
 ) -> TrainState:
     """Initialises the model's parameters and the optimizer state; `step` starts at 0.
 
-    `tx`: any optax optimizer; by default (None) the book's clipped SGD, `lr` and `clip`.
-    Checks the model contract first (see the module docstring).
+    `tx`: any optax optimizer, e.g. `create_train_state(model, key, tx=optax.adam(1e-3))`;
+    without one, the book's clipped SGD with `lr` and `clip`. `batch_size` and `num_steps`
+    are the shape of the tokens the parameters are initialised with (any will do for a
+    model whose parameters do not depend on them). Checks the model contract first
+    (`rnnlm_jax.nn.contract`).
     """
     layout = check_model(model)
     if tx is None:
