@@ -117,12 +117,12 @@ def test_dropout_masks_differ_per_layer_and_time_step():
 
 def test_sampling_is_seeded_batched_and_greedy_by_default(small_lm):
     model, params, vocab = small_lm
-    greedy = predict(params, "time", 20, vocab, model)
-    assert sample(params, "time", 20, vocab, model, temperature=0.0) == [greedy]
-    assert sample(params, "time", 20, vocab, model, top_k=1, seed=5) == [greedy]
-    a = sample(params, "time", 20, vocab, model, temperature=1.0, seed=1, num_samples=4)
-    b = sample(params, "time", 20, vocab, model, temperature=1.0, seed=1, num_samples=4)
-    c = sample(params, "time", 20, vocab, model, temperature=1.0, seed=2, num_samples=4)
+    greedy = predict(model, params, vocab, "time", 20)
+    assert sample(model, params, vocab, "time", 20, temperature=0.0) == [greedy]
+    assert sample(model, params, vocab, "time", 20, top_k=1, seed=5) == [greedy]
+    a = sample(model, params, vocab, "time", 20, temperature=1.0, seed=1, num_samples=4)
+    b = sample(model, params, vocab, "time", 20, temperature=1.0, seed=1, num_samples=4)
+    c = sample(model, params, vocab, "time", 20, temperature=1.0, seed=2, num_samples=4)
     assert a == b and a != c and len(a) == 4 and len(set(a)) > 1
     # 20 tokens each (an untrained model may pick <unk>, which prints as five characters).
     assert all(s.startswith("time") and len(s.replace("<unk>", "?")) == 24 for s in a)
@@ -135,7 +135,7 @@ def test_top_k_only_draws_the_k_likeliest(small_lm):
         {"params": params}, jnp.asarray([vocab[list(prefix)]]), model.begin_state(1)
     )
     allowed = set(np.argsort(np.asarray(logits[-1]))[-3:].tolist())
-    firsts = sample(params, prefix, 1, vocab, model, temperature=5.0, top_k=3, num_samples=64)
+    firsts = sample(model, params, vocab, prefix, 1, temperature=5.0, top_k=3, num_samples=64)
     assert {vocab[s[-1]] for s in firsts} <= allowed
 
 
@@ -200,7 +200,9 @@ def test_sine_exercise_runs_from_main(tmp_path):
     config = sine_config.get_config("smoke")
     for name in ("mlp", "rnn"):
         assert set(results[name]["k_step_mse"]) == {str(k) for k in config.k_steps}
-        assert results[name]["onestep_mse"] < 0.5  # it learned something of the curve
+        # It learned the curve: within twice the noise's variance (predicting the series'
+        # mean scores its variance, about 0.54).
+        assert results[name]["onestep_mse"] < 2 * config.noise**2
     assert (tmp_path / "sine_predictions.png").is_file() and (
         tmp_path / "sine_k_step.png"
     ).is_file()

@@ -314,22 +314,32 @@ def test_sampling_while_a_run_saves_every_epoch(tmp_path):
 
 @pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 0), (signal.SIGINT, 130)])
 def test_a_signal_during_compilation_stops_at_once(tmp_path, sig, status):
-    # 2,000 layers take minutes to compile; the signal must not wait for that.
+    # 2,000 layers take minutes to trace and compile, far longer than the run is given to
+    # answer the signal (the communicate timeout: a guard against a hang, not a
+    # measurement). The signal goes once the run holds its workdir (the lock names its pid):
+    # from then on it builds the state and compiles, and must not wait for the compiler.
+    workdir = tmp_path / "w"
     proc = subprocess.Popen(
-        main_cmd(tmp_path / "w", "--config.num_layers=2000"),
+        main_cmd(workdir, "--config.num_layers=2000"),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(6)
-    assert proc.poll() is None
-    proc.send_signal(sig)
-    start = time.monotonic()
-    out, err = proc.communicate(timeout=60)
-    assert time.monotonic() - start < 10
+    lock, deadline = workdir / ".lock", time.monotonic() + 300
+    try:
+        while not (lock.is_file() and lock.read_text().strip()):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.02)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert proc.returncode == status and f"{sig.name} before the first" in out, (out, err)
     assert "Traceback" not in err
+    assert not (workdir / "checkpoints").exists()  # it never reached training
     assert checkpoints.steps(tmp_path / "w") == []
 
 
