@@ -4,9 +4,11 @@ Fake CPU devices need flags before JAX starts, so each run is its own process.
 """
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -88,3 +90,46 @@ def test_two_processes_equal_one(tmp_path):
     assert spoken[1] == []  # only process 0 speaks
     records = (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
     assert len(records) == 3  # written once, by process 0
+
+
+def _port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_signal_to_one_process_stops_both_at_the_same_step_and_resumes(tmp_path):
+    workdir, port = tmp_path / "two", _port()
+
+    def workers(*args):
+        return [
+            run_main(
+                workdir,
+                f"--coordinator_address=127.0.0.1:{port}",
+                "--num_processes=2",
+                f"--process_id={i}",
+                *args,
+                devices=2,
+            )  # fmt: skip
+            for i in range(2)
+        ]
+
+    procs = workers("--config.num_epochs=100000")
+    metrics = workdir / "metrics.jsonl"
+    deadline = time.time() + 240
+    while not (metrics.is_file() and metrics.read_text().count("\n") >= 2):
+        assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+        assert time.time() < deadline, "the run did not start"
+        time.sleep(0.05)
+    procs[1].send_signal(signal.SIGTERM)  # only process 1 is signalled
+    outs = [finish(p, timeout=240) for p in procs]  # both exit 0, neither waits for the other
+    stopped = [x for x in outs[0].splitlines() if x.startswith("stopped by SIGTERM after epoch")]
+    assert stopped, outs[0]
+    epoch = int(stopped[0].split("after epoch ")[1].split()[0].rstrip(":"))
+    # Both processes saved the same step: Orbax's multi-process save completes only when
+    # every process takes part, and it holds the epoch the run says it stopped after.
+    assert checkpoints.steps(workdir) and checkpoints.latest_epoch(workdir) == epoch
+    procs = workers(f"--config.num_epochs={epoch + 2}")
+    outs = [finish(p, timeout=240) for p in procs]
+    assert f"resuming {workdir} after epoch {epoch}" in outs[0]
+    assert checkpoints.latest_epoch(workdir) == epoch + 2

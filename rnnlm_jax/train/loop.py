@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,8 @@ import ml_collections
 from rnnlm_jax.train import checkpoints, metrics, parallel
 from rnnlm_jax.train import workdir as workdirs
 from rnnlm_jax.train.preemption import StopRequest
+
+log = logging.getLogger(__name__)
 
 # Chunks are sized to about this many FLOPs (about a second on a 2-core CPU), so a signal is
 # answered within seconds however long an epoch is; a small epoch stays one chunk.
@@ -263,18 +265,19 @@ class _Run:
                 if position
                 else ""
             )
-            print(f"resuming {workdir} {where}{notes}", flush=True)
+            log.info(f"resuming {workdir} {where}{notes}")
         else:
             state, carry = job.init_state(), begin
         trains = start_epoch < config.num_epochs
         if trains and self.main:
             for line in job.describe():
-                print(line, file=sys.stderr, flush=True)
+                log.info(line, extra={"stderr": True})
             checkpoints.set_aside(workdir, skipped)
-            job.write_files(workdir)
         self.start_epoch = start_epoch
         if trains:
             job.compile(state, carry, chunk_lengths(job, start_epoch))
+            if self.main:  # once the job compiles: a model that cannot leaves no files
+                job.write_files(workdir)
         logger = metrics.MetricsLogger(
             workdir,
             start_epoch,
@@ -320,10 +323,9 @@ class _Run:
                 if last[1]
                 else ""
             )
-            print(
+            log.info(
                 f"stopped by {stopped_by} {where}: checkpoint saved in "
-                f"{workdir / checkpoints.CHECKPOINT_DIR}; run the same command to resume",
-                flush=True,
+                f"{workdir / checkpoints.CHECKPOINT_DIR}; run the same command to resume"
             )
             return result
         job.report(state, result)
@@ -336,7 +338,8 @@ class _Run:
     def _train(self, state, carry, begin, start_epoch, position, sums, logger):
         job, config = self.job, self.config
         progress = metrics.Progress(config.num_epochs)
-        best = min((r[job.best_key] for r in logger.history if job.best_key in r), default=math.inf)
+        best = min((metrics.value(r, job.best_key) for r in logger.history
+                    if metrics.value(r, job.best_key) is not None), default=math.inf)  # fmt: skip
         last_save = time.monotonic()
         self.last_saved = (start_epoch, position)
         every_minutes = config.checkpoint_every_minutes
@@ -366,8 +369,9 @@ class _Run:
                         {"epoch": epoch + 1, "step": step, "position": position, **shown}
                     )
                     progress.update_chunk(epoch, position, job.steps_per_epoch, shown)
+                stopping = self._stop_requested()
                 due = (
-                    self.stop.signal_name
+                    stopping
                     or (config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0)
                     or (every_minutes and time.monotonic() - last_save >= 60 * every_minutes)
                 )
@@ -375,9 +379,10 @@ class _Run:
                     meta_sums = {**sums, "_seconds": seconds}
                     self._save(self.saver, state, carry, epoch, position, meta_sums)
                     last_save = time.monotonic()
-                if self.stop.signal_name:
-                    return state, self.stop.signal_name
+                if stopping:
+                    return state, stopping
             record = job.end_epoch(state, epoch + 1, sums, seconds)
+            record = {"epoch": record["epoch"], "step": self._step(epoch + 1, 0), **record}
             logger.write(record)
             progress.update(record)
             if (epoch + 1) % config.log_every_epochs == 0:
@@ -387,8 +392,9 @@ class _Run:
             if self.best_saver is not None and record.get(job.best_key, math.inf) < best:
                 best = record[job.best_key]
                 self._save(self.best_saver, state, None, epoch + 1, 0, {})
+            stopping = self._stop_requested()
             due = (
-                self.stop.signal_name
+                stopping
                 or done
                 or (epoch + 1) % config.checkpoint_every_epochs == 0
                 or (config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0)
@@ -397,9 +403,17 @@ class _Run:
             if due:
                 self._save(self.saver, state, None, epoch + 1, 0, {})
                 last_save = time.monotonic()
-            if self.stop.signal_name:
-                return state, self.stop.signal_name
+            if stopping:
+                return state, stopping
         return state, None
+
+    def _stop_requested(self) -> str | None:
+        """The signal that asks this run to stop at this chunk boundary, or None. In a
+        multi-process run the processes agree (one collective of their flags): when any
+        of them was signalled, all save the same step and stop with that signal."""
+        if jax.process_count() == 1:
+            return self.stop.signal_name
+        return parallel.agreed_signal(self.stop.signal_name)
 
     def _save(self, saver, state, carry, epoch: int, position: int, sums: dict) -> None:
         meta = {

@@ -84,6 +84,20 @@ def agree(value: bool) -> bool:
     return bool(multihost_utils.broadcast_one_to_all(np.int32(value)))
 
 
+SIGNALS = ("SIGTERM", "SIGINT")  # a stop request's signal names, in a collective as 1, 2
+
+
+def agreed_signal(name: str | None) -> str | None:
+    """The stop request of the lowest-numbered process that has one (`SIGTERM`, `SIGINT` or
+    None), on every process: one all-gather of the processes' flags."""
+    from jax.experimental import multihost_utils
+
+    code = np.int32(SIGNALS.index(name) + 1 if name else 0)
+    codes = np.asarray(multihost_utils.process_allgather(code)).ravel()
+    requested = [int(c) for c in codes if c]
+    return SIGNALS[requested[0] - 1] if requested else None
+
+
 def is_main_process() -> bool:
     """Process 0 writes the logs, metrics and plots; every process saves checkpoints."""
     return jax.process_index() == 0
