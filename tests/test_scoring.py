@@ -78,10 +78,10 @@ def test_word_vocab_scores_and_predicts_words(text):
     result = rnnlm_jax.score(model, params, vocab, "The time traveller!")
     assert result.tokens == ["the", "time", "traveller"] and result.num_scored == 2
     assert result.bits_per_char is None
-    out = predict(params, "the time", 3, vocab, model)  # no token= needed: the vocab knows
+    out = predict(model, params, vocab, "the time", 3)  # no token= needed: the vocab knows
     assert out.startswith("the time ") and len(out.split()) == 5
     with pytest.raises(ValueError, match="word"):
-        predict(params, "the time", 3, vocab, model, token="char")
+        predict(model, params, vocab, "the time", 3, token="char")
 
 
 def test_vocab_saves_and_loads_itself(tmp_path, text):
@@ -165,3 +165,23 @@ def test_imports_are_light_and_leave_logging_alone():
     )
     assert r.returncode == 0, r.stderr
     assert "mine: configured" in r.stderr
+
+
+@pytest.mark.parametrize("block", ["stack", "residual"])
+def test_window_scoring_is_each_window_scored_alone(block):
+    """nanoGPT's protocol: every non-overlapping window from a fresh state, target j seeing
+    the window's tokens 0..j only; equal to scoring each window as a text of its own."""
+    model = RNNModel(12, cell="mingru" if block == "residual" else "gru", block=block,
+                     num_hiddens=8, num_layers=2, initializer="flax")  # fmt: skip
+    params = train.create_train_state(model, jax.random.key(0), 1.0, 1.0).params
+    ids = jax.random.randint(jax.random.key(1), (3 * 7 + 4,), 0, 12)
+    per_window = scoring.window_log_probs(model, params, ids, 7)
+    assert per_window.shape == (3, 7)  # the last 3 tokens make no whole window
+    for w in range(3):
+        alone = scoring.token_log_probs(model, params, ids[7 * w : 7 * w + 8], chunk=7)
+        np.testing.assert_allclose(per_window[w], alone, rtol=1e-5, atol=1e-6)
+    loss, count = scoring.window_loss(model, params, ids, 7)
+    assert count == 21 and loss == pytest.approx(-float(np.mean(per_window)), rel=1e-6)
+    # Not the state carried: the same targets scored in one stream differ.
+    carried = scoring.token_log_probs(model, params, ids[:22])
+    assert float(jnp.abs(carried[7:] - per_window[1:].reshape(-1)).max()) > 1e-4

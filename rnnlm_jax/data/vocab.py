@@ -32,6 +32,12 @@ def clean_lines(text: str, cleaning: str = "book") -> list[str]:
     return [re.sub("[^A-Za-z]+", " ", line).strip().lower() for line in text.splitlines()]
 
 
+def normalize_text(text: str) -> str:
+    """`text` without a leading UTF-8 byte-order mark, its line ends `\\n` (CRLF's and old
+    Macs' `\\r` are not tokens)."""
+    return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+
+
 def tokenize(lines: Iterable[str], token: str = "char") -> list[list[str]]:
     """Splits each line into characters (`char`) or whitespace-separated words (`word`)."""
     if token == "char":
@@ -50,6 +56,9 @@ class Vocab:
     tokens, the word `<eos>` as in PTB or the character `\\n`), so `encode` turns new text into ids
     exactly as the training text was, and `save` / `load` keep all of it. `unk` is the id of
     `<unk>` (0 unless a vocab built elsewhere, such as PTB's, puts it elsewhere).
+
+    `cleaning` defaults to `none`: your tokens as they are (the book's letters-only,
+    lower-case cleaning is `cleaning="book"`, which `load_corpus` applies by default).
     """
 
     def __init__(
@@ -58,7 +67,7 @@ class Vocab:
         min_freq: int = 0,
         reserved_tokens: Sequence[str] = (),
         token: str = "char",
-        cleaning: str = "book",
+        cleaning: str = "none",
         eos: bool = False,
     ):
         if token not in TOKEN_TYPES:
@@ -84,7 +93,7 @@ class Vocab:
         cls,
         idx_to_token: Sequence[str],
         token: str = "char",
-        cleaning: str = "book",
+        cleaning: str = "none",
         eos: bool = False,
     ) -> Vocab:
         """A vocab with exactly this `idx_to_token` list (e.g. read back from JSON)."""
@@ -116,6 +125,7 @@ class Vocab:
         """`text` cleaned and split as the training text was, all lines joined (with `eos`,
         every newline is a token: the word `<eos>`, as PTB's `text.replace("\\n", " <eos> ")
         .split()`, or the character `\\n`)."""
+        text = normalize_text(text)
         if not self.eos:
             lines = tokenize(clean_lines(text, self.cleaning), self.token)
             return [t for line in lines for t in line]
@@ -154,7 +164,7 @@ class Vocab:
         """The inverse of `to_json`; a bare `idx_to_token` list (the format before the vocab
         knew its token type) is read with `token` and the book's cleaning."""
         if isinstance(obj, list):
-            return cls.from_tokens_list(obj, token)
+            return cls.from_tokens_list(obj, token, cleaning="book")
         return cls.from_tokens_list(
             obj["idx_to_token"], obj["token"], obj["cleaning"], obj.get("eos", False)
         )

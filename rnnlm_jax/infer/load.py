@@ -7,7 +7,7 @@ from pathlib import Path
 
 import jax
 
-from rnnlm_jax.config.checks import model_from_config
+from rnnlm_jax.config.checks import ConfigError, model_from_config
 from rnnlm_jax.config.fields import fill_defaults
 from rnnlm_jax.nn.models import RNNModel
 from rnnlm_jax.train import checkpoints
@@ -27,6 +27,13 @@ def load_trained(workdir: str | Path, step: int | None = None):
     if not workdir.is_dir():
         raise CheckpointError(f"--workdir={workdir} is not a folder")
     config = checkpoints.read_config(workdir)
+    if config.get("job") == "population":
+        raise ConfigError(
+            f"{workdir} is a population run (its members trained at once, vmapped), not one "
+            "language model: to sample or score member i, train it alone with the same "
+            "--config and --sweep_index=i (it ends where the member ends, to float rounding) "
+            "and use that trial's workdir"
+        )
     vocab = checkpoints.read_vocab(workdir, config.get("token", "char"))
     with contextlib.suppress(TypeError, ValueError):
         config = fill_defaults(config)  # an older workdir's config lacks the newer fields

@@ -33,11 +33,13 @@ class Score:
       log_probs: float64 `[len(tokens) - 1]`, natural-log probability of `tokens[i + 1]`
         given `tokens[: i + 1]`.
       token: the vocab's token type (`char` or `word`).
+      num_unknown: how many scored tokens are not in the vocab (scored as `<unk>`).
     """
 
     tokens: list[str]
     log_probs: np.ndarray
     token: str
+    num_unknown: int = 0
 
     @property
     def num_scored(self) -> int:
@@ -63,7 +65,7 @@ def token_log_probs(model, params, ids: jax.Array, chunk: int = CHUNK) -> jax.Ar
     """`log p(ids[i + 1] | ids[: i + 1])` for every i, as float32 `[n - 1]`: one compiled
     call, the model run over `chunk` steps at a time with its state carried through.
 
-    `model` follows `training`'s model contract; `ids` is int `[n]`, n >= 2.
+    `model` follows the model contract (`rnnlm_jax.nn.contract`); `ids` is int `[n]`, n >= 2.
     """
     layout = check_model(model)
     n = ids.shape[0]
@@ -84,6 +86,49 @@ def token_log_probs(model, params, ids: jax.Array, chunk: int = CHUNK) -> jax.Ar
     return per_chunk.reshape(-1)[: n - 1]  # padded steps come after the text: not counted
 
 
+WINDOW_BATCH = 256  # windows per model call in `window_log_probs` (bounds the logits' memory)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "window"))
+def window_log_probs(model, params, ids: jax.Array, window: int) -> jax.Array:
+    """nanoGPT's evaluation protocol: `ids` cut into the non-overlapping windows
+    `ids[i : i + window]` (i = 0, window, 2 window, ...; a last window without its `window`
+    targets is left out), each run from `begin_state`, target j of a window scored given
+    the window's tokens 0..j only (1 to `window` of context). Returns float32
+    `[num_windows, window]`: `log p(ids[i + j + 1] | ids[i : i + j + 1])`.
+    """
+    layout = check_model(model)
+    n = (ids.shape[0] - 1) // window
+    X = ids[: n * window].reshape(n, window)
+    Y = ids[1 : n * window + 1].reshape(n, window)
+    batches = -(-n // WINDOW_BATCH)
+    pad = batches * WINDOW_BATCH - n
+    X = jnp.pad(X, ((0, pad), (0, 0))).reshape(batches, WINDOW_BATCH, window)
+    Y = jnp.pad(Y, ((0, pad), (0, 0))).reshape(batches, WINDOW_BATCH, window)
+
+    def one(xy):
+        x, y = xy
+        logits, _ = model.apply({"params": params}, x, begin_state(model, WINDOW_BATCH))
+        check_logits(logits, layout, WINDOW_BATCH, window)
+        logits = jnp.swapaxes(logits_by_step(logits, layout, WINDOW_BATCH, window), 0, 1)
+        log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))  # [W, T, V]
+        return jnp.take_along_axis(log_probs, y[..., None], axis=-1)[..., 0]
+
+    return jax.lax.map(one, (X, Y)).reshape(-1, window)[:n]
+
+
+def window_loss(model, params, ids, window: int) -> tuple[float, int]:
+    """The mean loss (nats per token) over every target of every non-overlapping window of
+    `window` tokens of `ids`, each window from a fresh state (`window_log_probs`), and the
+    number of targets. With `window=64` on a character corpus it is nanoGPT's
+    `estimate_loss` taken over the whole text rather than over random windows."""
+    ids = np.asarray(ids, np.int32)
+    if len(ids) < window + 1:
+        raise ValueError(f"{len(ids)} tokens hold no window of {window} tokens and its targets")
+    log_probs = np.asarray(window_log_probs(model, params, jnp.asarray(ids), window))
+    return -float(np.mean(log_probs, dtype=np.float64)), int(log_probs.size)
+
+
 def score(model, params, vocab: Vocab, text: str) -> Score:
     """Scores `text` under `(model, params)` trained with `vocab`.
 
@@ -96,10 +141,17 @@ def score(model, params, vocab: Vocab, text: str) -> Score:
             f"the text has {len(tokens)} {vocab.token} token(s) after cleaning; scoring "
             "needs at least 2 (the first is context only)"
         )
-    ids = jnp.asarray(vocab[tokens], jnp.int32)
+    ids = np.asarray(vocab[tokens], np.int32)
+    unknown = int(np.sum(ids[1:] == vocab.unk))
+    if unknown == len(tokens) - 1 and "<unk>" not in tokens[1:]:
+        raise ValueError(
+            f"none of the text's {len(tokens) - 1} scored {vocab.token} tokens is in the "
+            "model's vocab: its perplexity would only measure <unk>"
+        )
+    ids = jnp.asarray(ids)
     chunk = min(CHUNK, len(tokens) - 1)
     log_probs = token_log_probs(model, params, ids, chunk)
-    return Score(tokens, np.asarray(log_probs, np.float64), vocab.token)
+    return Score(tokens, np.asarray(log_probs, np.float64), vocab.token, unknown)
 
 
 def score_file(model, params, vocab: Vocab, path: str | Path) -> Score:

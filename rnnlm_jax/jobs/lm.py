@@ -12,6 +12,7 @@ carried to it and the epoch's partial sums).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from pathlib import Path
@@ -32,6 +33,8 @@ from rnnlm_jax.infer.generation import predict
 from rnnlm_jax.nn.contract import begin_state
 from rnnlm_jax.train import checkpoints, loop, metrics, parallel, step
 from rnnlm_jax.train.loop import TrainingError  # noqa: F401  (the LM's users know it here)
+
+log = logging.getLogger(__name__)
 
 # Fields that fix the parameters' shapes or the vocab: a checkpoint cannot be resumed with
 # other values.
@@ -99,6 +102,39 @@ def check_compatible(saved: ml_collections.ConfigDict, config: ml_collections.Co
     return differ
 
 
+def _state_signature(config: ml_collections.ConfigDict, vocab_size: int) -> tuple:
+    """The train state `config` gives: `(path, shape, dtype)` of every leaf, and the
+    optimizer state's structure (which can change without a leaf: SGD's has none)."""
+    model = model_from_config(config, vocab_size)
+    abstract = step.abstract_train_state(model, config)
+    leaves = [(jax.tree_util.keystr(p), x.shape, str(x.dtype))
+              for p, x in jax.tree_util.tree_flatten_with_path(abstract)[0]]  # fmt: skip
+    return leaves, str(jax.tree.structure(abstract.opt_state))
+
+
+def structure_fields(saved, config, changed: dict, vocab_size: int) -> list[str]:
+    """The fields among `changed` (`{field: (saved, new)}`) whose new value alone gives the
+    train state another structure, shape or dtype than the checkpoint's (e.g. `embed_dim`,
+    `optimizer`, `weight_decay`): a checkpoint cannot be restored into it."""
+    if not changed:
+        return []
+    try:
+        before = _state_signature(saved, vocab_size)
+    except Exception:  # a config of an older version: the restore itself will say
+        return []
+    if _state_signature(config, vocab_size) == before:
+        return []
+    found = []
+    for k in changed:
+        trial = ml_collections.ConfigDict({**saved.to_dict(), k: config.get(k)})
+        try:
+            if _state_signature(trial, vocab_size) != before:
+                found.append(k)
+        except Exception:  # the field changes the model together with another one
+            found.append(k)
+    return found or sorted(changed)
+
+
 def _same_sequence(a, b) -> bool:
     """JSON turns tuples into lists: ('a', 'b') and ['a', 'b'] are the same value."""
     return isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and list(a) == list(b)
@@ -158,8 +194,8 @@ class LanguageModelJob(loop.Job):
     """A recurrent language model on the corpus of `config` (see `rnnlm_jax.train.loop.Job`)."""
 
     name = "language model"
-    best_key = "val_perplexity"
-    plot_keys = ("perplexity", "val_perplexity", "test_perplexity")
+    best_key = "eval_loss"
+    plot_keys = ("train_perplexity", "eval_perplexity", "test_perplexity")
 
     def __init__(self, config: ml_collections.ConfigDict):
         config = validate(config)
@@ -174,9 +210,9 @@ class LanguageModelJob(loop.Job):
         self.vocab = self.corpus.vocab
         self.model = model_from_config(config, len(self.vocab))
         self.steps_per_epoch = steps_per_epoch(config, len(self.corpus.train))
-        self.best_key = "val_perplexity" if self.corpus.valid is not None else None
+        self.best_key = "eval_loss" if self.corpus.valid is not None else None
         if self.corpus.about:
-            print(self.corpus.about, flush=True)
+            log.info(self.corpus.about)
 
     def describe(self) -> list[str]:
         return [f"implementation: {resolved_impl(self.config)}"]
@@ -214,7 +250,18 @@ class LanguageModelJob(loop.Job):
         return self.begin
 
     def check_resume(self, workdir: Path, saved: ml_collections.ConfigDict) -> dict:
-        changed = check_compatible(fill_defaults(saved), self.config)
+        saved = fill_defaults(saved)
+        changed = check_compatible(saved, self.config)
+        structural = structure_fields(saved, self.config, changed, len(self.vocab))
+        if structural:
+            details = ", ".join(
+                f"{k} {changed[k][0]!r} (checkpoint) vs {changed[k][1]!r}" for k in structural
+            )
+            raise ConfigError(
+                f"the workdir's checkpoint has another train state: {details} change the "
+                "parameters or the optimizer's state; use another --workdir or the "
+                "checkpoint's values"
+            )
         saved_vocab = checkpoints.read_vocab(workdir, self.config.token)
         if saved_vocab.idx_to_token != self.vocab.idx_to_token:
             raise ConfigError(
@@ -267,30 +314,30 @@ class LanguageModelJob(loop.Job):
         divergence_check(mean_loss, len(self.vocab), epoch)
         record = {
             "epoch": epoch,
-            "perplexity": metrics.perplexity(mean_loss),
-            "loss": mean_loss,
+            **metrics.loss_record("train", mean_loss),
             "grad_norm": sums["grad_norm_sum"] / sums["steps"],
             "tokens_per_sec": sums["num_tokens"] / seconds,
             "seconds": seconds,
         }
         if self.val_batches is not None:
             v = jax.device_get(step.evaluate(state, *self.val_batches, self.begin))
-            record["val_perplexity"] = metrics.perplexity(float(v["loss_sum"] / v["num_tokens"]))
+            record.update(metrics.loss_record("eval", float(v["loss_sum"] / v["num_tokens"])))
         if epoch == self.config.num_epochs and self.corpus.test is not None:
             # Every process: the params are global arrays. Batch 1, the state carried
             # through the whole test text: one compiled scan.
             log_probs = scoring.token_log_probs(self.model, state.params, self.corpus.test)
-            record["test_perplexity"] = metrics.perplexity(-float(jax.numpy.mean(log_probs)))
+            record.update(metrics.loss_record("test", -float(jax.numpy.mean(log_probs))))
+        return metrics.with_legacy_keys(record)
         return record
 
     def _predict(self, state, prefix: str) -> str:
         c = self.config
-        return predict(state.params, prefix, c.num_preds, self.vocab, self.model, c.token)
+        return predict(self.model, state.params, self.vocab, prefix, c.num_preds, c.token)
 
     def log_epoch(self, state, record: dict, logger: metrics.MetricsLogger) -> None:
         text = self._predict(state, self.config.prefixes[0])
-        logger.write_text("sample", text, record["epoch"])
-        print(f"epoch {record['epoch']}: perplexity {record['perplexity']:.2f}, {text}")
+        logger.write_text("sample", text, record.get("step", record["epoch"]))
+        log.info(f"epoch {record['epoch']}: perplexity {record['train_perplexity']:.2f}, {text}")
 
     def report(self, state, result: loop.RunResult) -> None:
         history, start_epoch = result.history, result.start_epoch
@@ -302,22 +349,22 @@ class LanguageModelJob(loop.Job):
         seconds = sum(r["seconds"] for r in timed)
         last = history[-1] if history else {}
         extras = result.extras
-        extras["perplexity"] = last.get("perplexity", math.nan)
-        extras["val_perplexity"] = last.get("val_perplexity")
-        extras["test_perplexity"] = last.get("test_perplexity")
+        extras["perplexity"] = metrics.value(last, "train_perplexity", math.nan)
+        extras["val_perplexity"] = metrics.value(last, "eval_perplexity")
+        extras["test_perplexity"] = metrics.value(last, "test_perplexity")
         extras["tokens_per_sec"] = tokens / seconds if seconds else math.nan
         extras["continuations"] = [self._predict(state, p) for p in self.config.prefixes]
         val, test = extras["val_perplexity"], extras["test_perplexity"]
         held_out = [
             f"{name} perplexity {p:.1f}" for name, p in (("validation", val), ("test", test)) if p
         ]
-        print(
+        log.info(
             f"perplexity {extras['perplexity']:.1f}, {extras['tokens_per_sec']:.1f} tokens/sec "
             f"on {device_name()}" + (f" ({', '.join(held_out)})" if held_out else "")
         )
         for text in extras["continuations"]:
-            print(text)
-        print(trained_line(start_epoch, self.config.num_epochs, result.train_seconds), flush=True)
+            log.info(text)
+        log.info(trained_line(start_epoch, self.config.num_epochs, result.train_seconds))
 
 
 def trained_line(start_epoch: int, num_epochs: int, seconds: float) -> str:
@@ -357,9 +404,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         "state": result.state,
         "model": job.model,
         "vocab": job.vocab,
-        "perplexity": history[-1]["perplexity"] if history else math.nan,
-        "val_perplexity": history[-1].get("val_perplexity") if history else None,
-        "test_perplexity": history[-1].get("test_perplexity") if history else None,
+        "perplexity": metrics.value(history[-1], "train_perplexity") if history else math.nan,
+        "val_perplexity": metrics.value(history[-1], "eval_perplexity") if history else None,
+        "test_perplexity": metrics.value(history[-1], "test_perplexity") if history else None,
         "train_seconds": result.train_seconds,
         "epochs_trained": result.epochs_trained,
         "stopped_by": result.stopped_by,

@@ -18,22 +18,24 @@ import csv
 import importlib.util
 import io
 import json
-import os
 import re
-import subprocess
-import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import ml_collections
-import submitit
 
 from rnnlm_jax.config.checks import ConfigError
+from rnnlm_jax.extras import require
 from rnnlm_jax.files import write_text_atomic
 from rnnlm_jax.train import metrics
 
 TRIAL_FILE = "trial.json"
 CLUSTERS = ("auto", "slurm", "local")
+# The summary's columns of each trial's last record (a record of the previous release's
+# names is read too: `metrics.value`).
+METRIC_KEYS = ("epoch", "step", "train_perplexity", "eval_perplexity", "eval_loss",
+               "tokens_per_sec")  # fmt: skip
 # The folder that holds the package (a checkout's root, or site-packages): on the trials'
 # PYTHONPATH, so `python -m rnnlm_jax` finds this very package, installed or not.
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +49,17 @@ def load_sweep(config_filename: str) -> list[dict[str, Any]]:
     spec.loader.exec_module(module)
     if not hasattr(module, "get_sweep"):
         raise ConfigError(f"{path} defines no get_sweep(): it has no sweep to run")
-    trials = [dict(t) for t in module.get_sweep(arg or None)]
+    try:
+        trials = list(module.get_sweep(arg or None))
+    except TypeError as e:
+        raise ConfigError(f"{path}: get_sweep() must return a list of dicts ({e})") from None
+    bad = [t for t in trials if not isinstance(t, Mapping)]
+    if bad:
+        raise ConfigError(
+            f"{path}: get_sweep() must return a list of dicts of config fields, one per "
+            f"trial; it returned {bad[0]!r} among them"
+        )
+    trials = [dict(t) for t in trials]
     if not trials:
         raise ConfigError(f"{path}: get_sweep({arg or None!r}) returned no trials")
     return trials
@@ -96,90 +108,51 @@ def write_trial_file(workdir: Path, index: int, overrides: dict[str, Any]) -> No
     )
 
 
-class Trial(submitit.helpers.Checkpointable):
-    """One trial as a job: `python -m rnnlm_jax <the sweep's flags> --sweep_index=i`.
-
-    Being `Checkpointable`, it is requeued when SLURM preempts it or its time runs out; the
-    requeued command finds its checkpoint in the trial's workdir and resumes.
-    """
-
-    def __init__(self, argv: list[str], index: int):
-        self.argv, self.index = list(argv), index
-
-    def __call__(self) -> int:
-        cmd = [sys.executable, "-m", "rnnlm_jax", *self.argv, f"--sweep_index={self.index}"]
-        path = [str(PACKAGE_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
-        return subprocess.run(cmd, check=True, env=env).returncode
-
-
 def launch(
     argv: list[str], workdir: Path, num_trials: int, slurm: dict[str, Any], wait: bool | None
 ) -> list:
-    """Submits every trial as one job array (submitit's logs in `<workdir>/submitit`).
+    """Submits every trial as one job array (`rnnlm_jax.run.cluster.launch`; needs the
+    `cluster` extra, submitit)."""
+    if slurm.get("cluster", "auto") not in CLUSTERS:
+        raise ConfigError(f"--cluster={slurm['cluster']!r} is not one of {CLUSTERS}")
+    require("submitit", "cluster", "--mode=sweep")
+    from rnnlm_jax.run import cluster
 
-    `slurm`: `cluster` (auto, slurm or local), and `partition`, `timeout_min`,
-    `gpus_per_task`, `cpus_per_task`, `array_parallelism`, used where SLURM runs the jobs.
-    Waits for the jobs when they run locally (or `wait` is True) and returns them.
-    """
-    cluster = slurm.get("cluster", "auto")
-    if cluster not in CLUSTERS:
-        raise ConfigError(f"--cluster={cluster!r} is not one of {CLUSTERS}")
-    executor = submitit.AutoExecutor(
-        folder=workdir / "submitit", cluster=None if cluster == "auto" else cluster
-    )
-    params = dict(
-        name=f"rnnlm_jax:{workdir.name}",
-        timeout_min=slurm["timeout_min"],
-        cpus_per_task=slurm["cpus_per_task"],
-        slurm_array_parallelism=slurm["array_parallelism"],
-        slurm_additional_parameters={"requeue": True},
-    )
-    if slurm["gpus_per_task"]:
-        params["slurm_gpus_per_task"] = slurm["gpus_per_task"]
-    if slurm["partition"]:
-        params["slurm_partition"] = slurm["partition"]
-    executor.update_parameters(**params)
-    with executor.batch():
-        jobs = [executor.submit(Trial(argv, i)) for i in range(num_trials)]
-    print(f"submitted {len(jobs)} trials ({executor.cluster}): {jobs[0].job_id} ...", flush=True)
-    if wait or (wait is None and executor.cluster == "local"):
-        failed = []
-        for i, job in enumerate(jobs):
-            try:
-                job.result()
-            except Exception as e:  # the trial's own log says why
-                failed.append(f"trial {i} ({job.paths.stdout}): {str(e).splitlines()[-1]}")
-        if failed:
-            raise RuntimeError("; ".join(failed))
-    return jobs
+    return cluster.launch(argv, workdir, num_trials, slurm, wait)
 
 
 def summarize(workdir: str | Path) -> tuple[str, str]:
     """Gathers each trial's final metrics into `summary.md` and `summary.csv` in `workdir`;
     returns both texts. Trials without metrics yet are listed as not started."""
     workdir = Path(workdir)
-    rows = []
+    rows, bad = [], []
     for trial_file in sorted(workdir.glob(f"*/{TRIAL_FILE}")):
-        trial = json.loads(trial_file.read_text())
+        try:
+            trial = json.loads(trial_file.read_text(encoding="utf-8"))
+            if not (isinstance(trial, dict) and isinstance(trial.get("index"), int)
+                    and isinstance(trial.get("overrides"), dict)):  # fmt: skip
+                raise ValueError("not a trial record (index, overrides)")
+        except (OSError, ValueError) as e:
+            bad.append(f"{trial_file.parent.name}/{TRIAL_FILE} ({_first_line(e)})")
+            continue
         records = metrics.read_jsonl(trial_file.parent / metrics.METRICS_FILE)
         last = records[-1] if records else {}
         row = {"index": trial["index"], "trial": trial_file.parent.name, **trial["overrides"]}
-        for key in ("epoch", "perplexity", "val_perplexity", "tokens_per_sec"):
-            row[key] = last.get(key, "")
+        for key in METRIC_KEYS:
+            row[key] = metrics.value(last, key, "")
         rows.append(row)
     if not rows:
-        raise ConfigError(f"{workdir} holds no trials (no */{TRIAL_FILE})")
+        why = f": unreadable {', '.join(bad)}" if bad else f" (no */{TRIAL_FILE})"
+        raise ConfigError(f"{workdir} holds no trials{why}")
     rows.sort(key=lambda r: r["index"])
-    metric_keys = ("epoch", "perplexity", "val_perplexity", "tokens_per_sec")
-    overrides = [k for r in rows for k in r if k not in ("index", "trial", *metric_keys)]
+    overrides = [k for r in rows for k in r if k not in ("index", "trial", *METRIC_KEYS)]
     overrides = list(dict.fromkeys(overrides))
     for r in rows:  # a trial that leaves a swept field at its default shows that value
         missing = [k for k in overrides if k not in r]
         if missing:
             ran = _trial_config(workdir / r["trial"])
             r.update({k: ran.get(k, "") for k in missing})
-    columns = ["index", "trial", *overrides, *metric_keys]
+    columns = ["index", "trial", *overrides, *METRIC_KEYS]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, columns)
     writer.writeheader()
@@ -187,6 +160,8 @@ def summarize(workdir: str | Path) -> tuple[str, str]:
     csv_text = buf.getvalue()
     cells = [[_cell(r.get(c, "")) for c in columns] for r in rows]
     md_text = metrics.markdown_table(columns, cells)
+    if bad:
+        md_text += f"\nNot summarised, unreadable: {'; '.join(bad)}\n"
     write_text_atomic(workdir / "summary.csv", csv_text)
     write_text_atomic(workdir / "summary.md", md_text)
     return md_text, csv_text
@@ -198,6 +173,10 @@ def _trial_config(trial_dir: Path) -> dict:
         return json.loads((trial_dir / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:120]
 
 
 def _cell(value) -> str:
