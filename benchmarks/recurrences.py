@@ -13,13 +13,16 @@ sequential scan. Every measurement runs in a fresh process, the rows in alternat
 (a 2048^3 float32 `jnp.matmul`) is measured in the same rounds, and GFLOP/s counts XLA's
 own FLOPs of the compiled step (`cost_analysis`).
 `shakespeare`: runs `main.py --config=configs/shakespeare.py:<variant>` for each variant,
-and with `--nanogpt=CHECKOUT` nanoGPT's published CPU recipe (`NANOGPT_ARGS`) beside them,
-each once per round in turn (`--rounds`, fresh processes), timing each line a command prints
-from its start: for ours the loss of each chunk of minibatches (in one epoch every character
-is new to the model, so it estimates the held-out loss) along the run and the validation
-loss at the end, for nanoGPT its evaluations; the median wall time over the rounds. Draws
-them with nanoGPT's published CPU figure (1.88) as the reference line (`--out`.png, and a
-Markdown table).
+and with `--nanogpt=CHECKOUT` nanoGPT's CPU recipe exactly as its README prints it
+(`NANOGPT_COMMAND`, in a fresh copy of the checkout whose `data/shakespeare_char` its own
+`prepare.py` made from the verified tiny Shakespeare) beside them, each once per round in
+turn (`--rounds`), fresh processes and fresh workdirs, the wall time of each whole command.
+Then, untimed, every run's validation loss by both protocols: every non-overlapping window
+of 64 characters from a fresh state (nanoGPT's `estimate_loss` over the whole split; ours by
+`rnnlm_jax.infer.scoring.window_loss`, nanoGPT's saved `ckpt.pt` by
+`benchmarks/nanogpt_eval.py` with the checkout's `model.py`), and the whole text in each
+model's natural context (ours: one stream, the state carried; nanoGPT: a sliding window of
+64, stride 8). One table of both; the median over the rounds; a PNG of the curves.
 `generation`: greedy sampling of 1,000 characters after a prefix as one compiled call, per
 cell, from freshly initialised 1 x 256 models (the work does not depend on the weights).
 `scans`: `linear_scan` alone, forward and backward, at `[T, B, H]`, by either scan: the
@@ -33,6 +36,8 @@ import argparse
 import json
 import os
 import re
+import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -138,11 +143,14 @@ def speed_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-# nanoGPT's published CPU recipe (its README), run from a checkout given by --nanogpt.
-NANOGPT_ARGS = ["config/train_shakespeare_char.py", "--device=cpu", "--compile=False",
-                "--eval_iters=20", "--block_size=64", "--batch_size=12",
-                "--n_layer=4", "--n_head=4", "--n_embd=128", "--max_iters=2000",
-                "--lr_decay_iters=2000", "--dropout=0.0"]  # fmt: skip
+# nanoGPT's CPU recipe, exactly as its README prints it (run in a fresh copy of the checkout
+# given by --nanogpt, with its own `python`: the Python given by --nanogpt_python).
+NANOGPT_COMMAND = (
+    "python train.py config/train_shakespeare_char.py --device=cpu --compile=False "
+    "--eval_iters=20 --log_interval=1 --block_size=64 --batch_size=12 --n_layer=4 --n_head=4 "
+    "--n_embd=128 --max_iters=2000 --lr_decay_iters=2000 --dropout=0.0"
+)
+WINDOW = 64  # nanoGPT's context in that recipe: its evaluation windows
 
 
 def _timed_lines(cmd: list[str], cwd, pattern: str) -> tuple[float, list, list[str]]:
@@ -162,47 +170,118 @@ def _timed_lines(cmd: list[str], cwd, pattern: str) -> tuple[float, list, list[s
     return wall, curve, lines
 
 
-def _ours(variant: str, workdir: Path) -> dict:
+def _json_of(cmd: list[str], cwd=ROOT) -> dict:
+    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+    if out.returncode:
+        raise SystemExit(f"error: {cmd} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def evaluate_child(workdir: str) -> dict:
+    """Our run's validation loss by both protocols: every non-overlapping window of 64
+    characters from a fresh state (nanoGPT's), and the whole validation text as one stream
+    with the state carried (every target sees all the text before it)."""
     import numpy as np
 
+    from rnnlm_jax.infer import scoring
+    from rnnlm_jax.infer.load import load_trained
+    from rnnlm_jax.jobs.lm import load_data
+
+    model, params, _, config = load_trained(workdir)
+    valid = load_data(config).valid
+    windows, count = scoring.window_loss(model, params, valid, WINDOW)
+    carried = -float(np.mean(np.asarray(scoring.token_log_probs(model, params, valid)),
+                             dtype=np.float64))  # fmt: skip
+    return {"windows_loss": windows, "windows_targets": count, "carried_loss": carried,
+            "carried_targets": len(valid) - 1}  # fmt: skip
+
+
+def _ours(variant: str, workdir: Path) -> dict:
     cmd = [sys.executable, str(ROOT / "main.py"), f"--config=configs/shakespeare.py:{variant}",
            f"--workdir={workdir}"]  # fmt: skip
     # Each chunk's own loss, on characters not seen before (one epoch) along the run.
     wall, curve, lines = _timed_lines(cmd, ROOT, r"\[\d+/\d+\] step \d+/\d+, loss ([0-9.]+)")
     last = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()][-1]
-    return {"wall_s": wall, "train_curve": curve, "val_loss": float(np.log(last["val_perplexity"])),
+    scores = _json_of([sys.executable, __file__, "evaluate", str(workdir)])
+    return {"wall_s": wall, "train_curve": curve, "own_loss": last["eval_loss"], **scores,
             "tokens_per_sec": last["tokens_per_sec"], "stdout_tail": lines[-4:]}  # fmt: skip
 
 
-def _nanogpt(checkout: str, python: str, workdir: Path) -> dict:
-    cmd = [python, "train.py", *NANOGPT_ARGS, f"--out_dir={workdir}"]
+def prepare_nanogpt(checkout: str, python: str, data_file: Path, where: Path) -> Path:
+    """A copy of the checkout with `data/shakespeare_char` prepared by its own `prepare.py`
+    from `data_file` (tiny Shakespeare, verified by rnnlm_jax: nothing is downloaded)."""
+    prepared = where / "nanogpt-prepared"
+    if not (prepared / "data" / "shakespeare_char" / "val.bin").is_file():
+        shutil.rmtree(prepared, ignore_errors=True)
+        shutil.copytree(checkout, prepared, ignore=shutil.ignore_patterns(".git", "out-*"))
+        shutil.copy(data_file, prepared / "data" / "shakespeare_char" / "input.txt")
+        subprocess.run([python, "prepare.py"], cwd=prepared / "data" / "shakespeare_char",
+                       check=True, capture_output=True)  # fmt: skip
+    return prepared
+
+
+def _nanogpt(prepared: Path, python: str, workdir: Path) -> dict:
+    shutil.copytree(prepared, workdir)  # a fresh checkout: no out-shakespeare-char yet
+    cmd = shlex.split(NANOGPT_COMMAND)
+    cmd[0] = python
     pattern = r"step (\d+): train loss [0-9.]+, val loss ([0-9.]+)"
-    wall, curve, lines = _timed_lines(cmd, checkout, pattern)
-    return {"wall_s": wall, "val_curve": curve, "val_loss": curve[-1][1],
-            "stdout_tail": lines[-2:]}  # fmt: skip
+    wall, curve, lines = _timed_lines(cmd, workdir, pattern)
+    evaluator = str(ROOT / "benchmarks" / "nanogpt_eval.py")
+    scores = _json_of([python, evaluator, f"--checkout={workdir}"])
+    return {"wall_s": wall, "val_curve": curve, "own_loss": curve[-1][1],
+            "own_loss_saved": scores["best_val_loss"], **scores,
+            "carried_loss": scores["sliding_loss"], "stdout_tail": lines[-2:]}  # fmt: skip
 
 
 def shakespeare(args) -> dict:
     """Every variant (and nanoGPT's recipe, with --nanogpt) once per round, in turn, fresh
-    processes; the median wall time over the rounds, the curve of the last."""
+    processes and fresh workdirs; the median wall time over the rounds, the curve of the
+    last; each run scored afterwards (not timed) by both protocols."""
+    from rnnlm_jax.data.sources import find_shakespeare
+
     runs = {v: [] for v in (["nanogpt"] if args.nanogpt else []) + list(args.variants)}
+    root = Path(args.workdir)
+    if args.nanogpt:
+        data_file = find_shakespeare()
+        prepared = prepare_nanogpt(args.nanogpt, args.nanogpt_python, data_file, root)
     for rnd in range(args.rounds):
         for name in runs:
-            workdir = Path(args.workdir) / f"{name}-{rnd}"
+            workdir = root / f"{name}-{rnd}"
+            shutil.rmtree(workdir, ignore_errors=True)  # never resume an earlier invocation's
             if name == "nanogpt":
-                r = _nanogpt(args.nanogpt, args.nanogpt_python, workdir)
+                r = _nanogpt(prepared, args.nanogpt_python, workdir)
             else:
                 r = _ours(name, workdir)
             runs[name].append(r)
-            print(f"round {rnd + 1}: {name}: validation loss {r['val_loss']:.4f}, "
-                  f"{r['wall_s']:.1f} s", file=sys.stderr, flush=True)  # fmt: skip
+            print(f"round {rnd + 1}: {name}: windows {r['windows_loss']:.4f}, whole text "
+                  f"{r['carried_loss']:.4f}, {r['wall_s']:.1f} s", file=sys.stderr,
+                  flush=True)  # fmt: skip
     results = json.loads(Path(args.merge).read_text()) if args.merge else {}
     for name, rs in runs.items():
         results[name] = {**rs[-1], "wall_s": statistics.median(r["wall_s"] for r in rs),
                          "wall_s_rounds": [r["wall_s"] for r in rs],
-                         "val_loss_rounds": [r["val_loss"] for r in rs]}  # fmt: skip
+                         "windows_loss": statistics.median(r["windows_loss"] for r in rs),
+                         "carried_loss": statistics.median(r["carried_loss"] for r in rs),
+                         "windows_loss_rounds": [r["windows_loss"] for r in rs],
+                         "carried_loss_rounds": [r["carried_loss"] for r in rs]}  # fmt: skip
     plot_shakespeare(results, Path(args.out).with_suffix(".png"))
     return results
+
+
+def shakespeare_table(results: dict) -> str:
+    """Both models, both protocols: the Markdown table the README quotes."""
+    nano = results.get("nanogpt", {}).get("wall_s")
+    lines = [
+        "| run | windows of 64, fresh state | whole text (ours: state carried; nanoGPT: "
+        "sliding window of 64) | its own estimate | wall s (whole command) | of nanoGPT's |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in results.items():
+        label = "nanoGPT CPU recipe" if name == "nanogpt" else f"`:{name}`"
+        share = f"{r['wall_s'] / nano:.2f}" if nano else "-"
+        lines.append(f"| {label} | {r['windows_loss']:.3f} | {r['carried_loss']:.3f} | "
+                     f"{r['own_loss']:.3f} | {r['wall_s']:.0f} | {share} |")  # fmt: skip
+    return "\n".join(lines)
 
 
 def plot_shakespeare(results: dict, path: Path) -> None:
@@ -216,18 +295,18 @@ def plot_shakespeare(results: dict, path: Path) -> None:
     for name, r in results.items():
         if name == "nanogpt":  # its own validation estimates (20 minibatches) as it trains
             xs, ys = np.array(r["val_curve"]).T
-            ax.plot(
-                xs, ys, "k:", marker=".", lw=1, label=f"nanoGPT CPU recipe: {r['val_loss']:.3f}"
-            )
-            continue
-        xs, ys = np.array(r["train_curve"]).T
-        (line,) = ax.plot(xs, ys, lw=1.2, label=f"{name}: {r['val_loss']:.3f}")
-        ax.plot([r["wall_s"]], [r["val_loss"]], marker="o", color=line.get_color())
+            (line,) = ax.plot(xs, ys, "k:", marker=".", lw=1,
+                              label=f"nanoGPT CPU recipe: {r['windows_loss']:.3f}")  # fmt: skip
+        else:
+            xs, ys = np.array(r["train_curve"]).T
+            (line,) = ax.plot(xs, ys, lw=1.2, label=f"{name}: {r['windows_loss']:.3f}")
+        ax.plot([r["wall_s"]], [r["windows_loss"]], marker="o", color=line.get_color())
     ax.axhline(NANOGPT_CPU, color="k", ls="--", lw=1, label="nanoGPT's published 1.88")
     ax.set_xlabel("wall-clock seconds since the command started")
-    ax.set_ylabel("loss (nats / char): lines, each chunk's; dots, validation")
+    ax.set_ylabel("loss (nats / char)")
+    ax.set_title("tiny Shakespeare, 2 CPU cores; dots: validation loss on every window of 64 "
+                 "characters, fresh state", fontsize=9)  # fmt: skip
     ax.set_ylim(1.2, 3.0)
-    ax.set_title("tiny Shakespeare, 2 CPU cores")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -296,6 +375,9 @@ def scans(args) -> dict:
 
 
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "evaluate":
+        print(json.dumps(evaluate_child(sys.argv[2])))
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "child":
         cell, T, scan, B, H, V, repeats = sys.argv[2:]
         print(json.dumps(speed_child(cell, int(T), scan, int(B), int(H), int(V), int(repeats))))
@@ -310,15 +392,16 @@ def main():
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--variants", nargs="+",
                    default=["best", "lstm", "minlstm", "rglru", "lru", "long"])  # fmt: skip
-    p.add_argument("--workdir", default="/tmp/rnnlm_jax_recurrences")
+    p.add_argument("--workdir", default="/tmp/rnnlm_jax_recurrences",
+                   help="the runs' folders, cleared before each run")  # fmt: skip
     p.add_argument("--num_preds", type=int, default=1000)
     p.add_argument("--merge", default="", help="shakespeare: an earlier run's JSON, its "
                    "other variants kept (the ones run now replace theirs)")  # fmt: skip
     p.add_argument(
         "--nanogpt",
         default="",
-        help="shakespeare: a nanoGPT checkout with "
-        "data/shakespeare_char prepared: its CPU recipe runs in the same rounds",
+        help="shakespeare: a nanoGPT checkout (karpathy/nanoGPT): its CPU recipe runs in "
+        "the same rounds",
     )
     p.add_argument("--nanogpt_python", default=sys.executable,
                    help="the Python (with torch) that runs nanoGPT")  # fmt: skip
@@ -329,16 +412,7 @@ def main():
     if args.what == "speed":
         print(speed_table(result))
     if args.what == "shakespeare":
-        print(
-            "| variant | validation loss | wall s (whole command, median) | of nanoGPT's | "
-            "training tokens/sec |"
-        )
-        print("|---|---:|---:|---:|---:|")
-        nano = result.get("nanogpt", {}).get("wall_s")
-        for v, r in result.items():
-            share = f"{r['wall_s'] / nano:.2f}" if nano else "-"
-            tps = f"{r['tokens_per_sec']:,.0f}" if "tokens_per_sec" in r else "-"
-            print(f"| `{v}` | {r['val_loss']:.3f} | {r['wall_s']:.0f} | {share} | {tps} |")
+        print(shakespeare_table(result))
     Path(args.out).with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     os.sync()
 

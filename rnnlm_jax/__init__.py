@@ -17,6 +17,9 @@ in the package touches the caller's logging set-up.
 """
 
 import importlib.util
+from typing import TYPE_CHECKING
+
+from rnnlm_jax import _compat
 
 _EXPORTS = {
     "ModelSpec": "nn.spec",
@@ -29,14 +32,34 @@ _EXPORTS = {
     "load_corpus": "data.batching",
     "load_trained": "infer.load",
     "predict": "infer.generation",
+    "sample": "infer.generation",
     "score": "infer.scoring",
     "train_and_evaluate": "jobs.lm",
     "train_chunk": "train.step",
     "train_epoch": "train.step",
     "train_step": "train.step",
 }
+if TYPE_CHECKING:  # what a type checker sees of the names loaded on first use
+    from rnnlm_jax.data.batching import load_corpus  # noqa: F401
+    from rnnlm_jax.data.sources import find_time_machine  # noqa: F401
+    from rnnlm_jax.data.vocab import Vocab  # noqa: F401
+    from rnnlm_jax.infer.generation import predict, sample  # noqa: F401
+    from rnnlm_jax.infer.load import load_trained  # noqa: F401
+    from rnnlm_jax.infer.scoring import Score, score  # noqa: F401
+    from rnnlm_jax.jobs.lm import train_and_evaluate  # noqa: F401
+    from rnnlm_jax.nn.layer import RNNLayer  # noqa: F401
+    from rnnlm_jax.nn.models import RNNModel  # noqa: F401
+    from rnnlm_jax.nn.spec import ModelSpec  # noqa: F401
+    from rnnlm_jax.train.step import (  # noqa: F401
+        create_train_state,
+        train_chunk,
+        train_epoch,
+        train_step,
+    )
+
+_compat.install()  # the module paths of the previous release, deprecated
 __all__ = sorted(_EXPORTS)
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def __getattr__(name: str):

@@ -10,8 +10,8 @@ from rnnlm_jax.infer.generation import greedy_ids, predict
 
 def test_predict_keeps_prefix_and_is_deterministic(small_lm):
     model, params, vocab = small_lm
-    a = predict(params, "time traveller", 30, vocab, model)
-    b = predict(params, "time traveller", 30, vocab, model)
+    a = predict(model, params, vocab, "time traveller", 30)
+    b = predict(model, params, vocab, "time traveller", 30)
     assert a == b and a.startswith("time traveller") and len(a) == 14 + 30
 
 
@@ -28,7 +28,7 @@ def test_predict_matches_a_per_token_loop(small_lm):
         logits, state = model.apply({"params": params}, jnp.array([[outputs[-1]]]), state)
         outputs.append(int(jnp.argmax(logits[-1])))
     expected = "".join(vocab.to_tokens(outputs))
-    assert predict(params, prefix, 20, vocab, model) == expected
+    assert predict(model, params, vocab, prefix, 20) == expected
 
 
 def test_unknown_characters_map_to_unk(small_lm):
@@ -39,18 +39,18 @@ def test_unknown_characters_map_to_unk(small_lm):
     np.testing.assert_array_equal(
         greedy_ids(model, params, ids, 5), greedy_ids(model, params, same, 5)
     )
-    assert predict(params, "Time!", 3, vocab, model).startswith("Time!")
+    assert predict(model, params, vocab, "Time!", 3).startswith("Time!")
 
 
 def test_empty_prefix_is_an_error(small_lm):
     model, params, vocab = small_lm
     with pytest.raises(ValueError, match="prefix"):
-        predict(params, "", 5, vocab, model)
+        predict(model, params, vocab, "", 5)
 
 
 def test_zero_predictions_return_the_prefix(small_lm):
     model, params, vocab = small_lm
-    assert predict(params, "abc", 0, vocab, model) == "abc"
+    assert predict(model, params, vocab, "abc", 0) == "abc"
 
 
 def test_vocab_roundtrip_for_generation(corpus_vocab):

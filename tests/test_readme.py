@@ -23,7 +23,7 @@ def test_the_readme_custom_lm_trains_samples_and_scores(capsys):
     from rnnlm_jax.infer import generation
 
     samples = generation.sample(
-        scope["state"].params, "the ", 20, vocab, scope["model"], temperature=1.0, num_samples=3
+        scope["model"], scope["state"].params, vocab, "the ", 20, temperature=1.0, num_samples=3
     )
     assert len(samples) == 3 and all(len(s) == 24 for s in samples)
 

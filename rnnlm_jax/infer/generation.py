@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -38,7 +39,7 @@ def sample_ids(
     chosen token back in as the next input.
 
     Args:
-      model: the `RNNModel`, or any module of `training`'s model contract (static: it
+      model: the `RNNModel`, or any module of the model contract (`nn.contract`; static: it
         defines the program; its stated `logits_layout` is followed).
       params: its parameters (the `params` collection).
       prefix_ids: int `[n]`, n >= 1.
@@ -89,18 +90,37 @@ def _check_token(vocab: Vocab, token: str | None) -> None:
         raise ValueError(f"token={token!r}, but the vocab's tokens are {vocab.token!r}s")
 
 
+def _old_order(fn: str, model, params, vocab, prefix, num_preds):
+    """The arguments in this release's order, `(model, params, vocab, prefix, num_preds)`,
+    from a call in the previous release's `(params, prefix, num_preds, vocab, model)`
+    (recognised by a `Vocab` in the prefix's place; it warns)."""
+    if isinstance(prefix, Vocab):
+        warnings.warn(
+            f"{fn}(params, prefix, num_preds, vocab, model) is deprecated: call "
+            f"{fn}(model, params, vocab, prefix, num_preds), the order of score()",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return num_preds, model, prefix, params, vocab
+    return model, params, vocab, prefix, num_preds
+
+
 def predict(
-    params, prefix: str, num_preds: int, vocab: Vocab, model: RNNModel, token: str | None = None
+    model: RNNModel, params, vocab: Vocab, prefix: str, num_preds: int, token: str | None = None
 ) -> str:
     """The book's `predict_ch8`: `prefix` followed by `num_preds` greedy tokens.
 
+    The arguments come in `score`'s order: the model, its parameters, the vocab, the text.
     `token` may be left out: the vocab knows its token type (given, it must agree).
 
     Raises:
       ValueError: if `prefix` is empty, `num_preds` is negative or `token` is not the
         vocab's.
     """
-    return sample(params, prefix, num_preds, vocab, model, temperature=0.0, token=token)[0]
+    model, params, vocab, prefix, num_preds = _old_order(
+        "predict", model, params, vocab, prefix, num_preds
+    )
+    return sample(model, params, vocab, prefix, num_preds, temperature=0.0, token=token)[0]
 
 
 # Tokens one call generates at most (num_preds x num_samples), and continuations at once.
@@ -109,11 +129,11 @@ MAX_SAMPLES = 100_000
 
 
 def sample(
+    model: RNNModel,
     params,
+    vocab: Vocab,
     prefix: str,
     num_preds: int,
-    vocab: Vocab,
-    model: RNNModel,
     *,
     temperature: float = 1.0,
     top_k: int = 0,
@@ -121,13 +141,17 @@ def sample(
     num_samples: int = 1,
     token: str | None = None,
 ) -> list[str]:
-    """`num_samples` continuations of `prefix` (temperature 0: greedy, all the same).
+    """`num_samples` continuations of `prefix` (temperature 0: greedy, all the same); the
+    arguments in `score`'s order.
 
     Raises:
       ValueError: for an empty prefix, a `num_preds` outside [0, MAX_PREDS], a `temperature`
         that is not a finite number >= 0, a negative `top_k`, `num_samples` outside
         [1, MAX_SAMPLES] or a `seed` outside [0, 2**32).
     """
+    model, params, vocab, prefix, num_preds = _old_order(
+        "sample", model, params, vocab, prefix, num_preds
+    )
     if not 0 <= num_preds <= MAX_PREDS:
         raise ValueError(f"num_preds must be in [0, {MAX_PREDS:,}], got {num_preds}")
     if not (math.isfinite(temperature) and temperature >= 0):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,8 @@ from rnnlm_jax.train import checkpoints, loop, metrics
 from rnnlm_jax.train.step import _train_chunk
 
 POPULATION_FIELDS = ("lr", "clip", "seed")
+
+log = logging.getLogger(__name__)
 
 
 def make_optimizer() -> optax.GradientTransformation:
@@ -192,7 +195,9 @@ class PopulationJob(loop.Job):
         }
 
     def log_epoch(self, state, record: dict, logger) -> None:
-        print(f"epoch {record['epoch']}: {record['tokens_per_sec']:,.0f} tokens/sec, all members")
+        log.info(
+            f"epoch {record['epoch']}: {record['tokens_per_sec']:,.0f} tokens/sec, all members"
+        )
 
     def rows(self, record: dict) -> list[dict[str, Any]]:
         """The members' rows of an epoch's record."""
@@ -215,7 +220,7 @@ class PopulationJob(loop.Job):
              for r in rows],
         )  # fmt: skip
         write_text_atomic(workdir / "population.md", table)
-        print(table, end="")
+        log.info(table.rstrip("\n"))
         result.extras["rows"] = rows
 
 

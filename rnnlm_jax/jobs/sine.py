@@ -16,6 +16,7 @@ run (its minibatch order is the `epoch`-th permutation drawn from its seed).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -32,6 +33,8 @@ from rnnlm_jax.config.checks import validate
 from rnnlm_jax.files import write_json_atomic, write_text_atomic
 from rnnlm_jax.nn.models import RNNLayer
 from rnnlm_jax.train import checkpoints, loop
+
+log = logging.getLogger(__name__)
 
 
 def make_series(T: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -236,7 +239,7 @@ class SineJob(loop.Job):
 
     def log_epoch(self, state, record: dict, logger) -> None:
         losses = ", ".join(f"{name} {record[f'{name}_loss']:.4f}" for name in self.models)
-        print(f"epoch {record['epoch']}: training loss {losses}")
+        log.info(f"epoch {record['epoch']}: training loss {losses}")
 
     def report(self, state, result: loop.RunResult) -> None:
         c, workdir = self.config, self.workdir
@@ -259,14 +262,14 @@ class SineJob(loop.Job):
         header = "model  1-step(all)  1-step(test)  free-run  " + "  ".join(
             f"{k}-step" for k in c.k_steps
         )
-        print(header)
+        log.info(header)
         for name, r in summary.items():
             ks = "  ".join(f"{r['k_step_mse'][k]:.4f}".rjust(len(f"{k}-step")) for k in c.k_steps)
-            print(
+            log.info(
                 f"{name:<5}  {r['onestep_mse']:>11.4f}  {r['onestep_test_mse']:>12.4f}  "
                 f"{r['multistep_mse']:>8.4f}  {ks}"
             )
-        print(f"(mean squared errors against the observed series; noise variance {c.noise**2})")
+        log.info(f"(mean squared errors against the observed series; noise variance {c.noise**2})")
         result.extras["summary"] = summary
 
 

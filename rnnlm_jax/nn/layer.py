@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import sys
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
+import flax.linen.module as flax_module
 import jax
 import jax.numpy as jnp
 from flax.linen.recurrent import flip_sequences
@@ -121,6 +125,45 @@ def _flip(x, seq_lengths: jax.Array | None):
     return jax.tree.map(lambda a: flip_sequences(a, seq_lengths, 1, time_major=True), x)
 
 
+DEPRECATED_FIELDS = ("custom_vjp", "lstm_impl")  # the previous release's, now `impl`
+
+
+def _caller_level() -> int:
+    """The `stacklevel` of the first frame outside flax, the dataclass `__init__` and this
+    package's `nn` (the line that built the module), for `translate_deprecated`'s warning."""
+    inside = (str(Path(flax_module.__file__).parents[1]), str(Path(__file__).parent))
+    frame, level = sys._getframe(2), 2
+    while frame is not None and (
+        frame.f_code.co_filename.startswith(inside)
+        or (frame.f_code.co_filename == "<string>" and frame.f_code.co_name == "__init__")
+    ):  # flax's and the dataclass's generated __init__ too
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def translate_deprecated(module) -> None:
+    """`custom_vjp=` and `lstm_impl=` of the previous release as `impl` (with a
+    `DeprecationWarning`), in a module's `__post_init__`: `custom_vjp=False` -> `flax`;
+    `lstm_impl="scan"` -> `fast`, `"cudnn"` -> `cudnn`, `"auto"` -> `auto`."""
+    custom_vjp, lstm_impl = module.custom_vjp, module.lstm_impl
+    if custom_vjp is None and lstm_impl is None:
+        return
+    impl = module.impl
+    if lstm_impl is not None:
+        impl = {"scan": "fast", "cudnn": "cudnn"}.get(lstm_impl, "auto")
+    if custom_vjp is False:
+        impl = "flax"
+    warnings.warn(
+        f"{type(module).__name__}(custom_vjp=..., lstm_impl=...) is deprecated and will be "
+        f"removed in the next release: use impl={impl!r}",
+        DeprecationWarning,
+        stacklevel=_caller_level(),
+    )
+    object.__setattr__(module, "impl", impl)
+    object.__setattr__(module, "custom_vjp", None)  # a clone does not warn again
+    object.__setattr__(module, "lstm_impl", None)
+
+
 class RNNLayer(nn.Module):
     """A stack of `num_layers` recurrent layers; see the module docstring for shapes.
 
@@ -170,6 +213,20 @@ class RNNLayer(nn.Module):
     dtype: Any = jnp.float32
     bidirectional: bool = False
     time_major: bool = True
+
+    custom_vjp: bool | None = None  # deprecated: impl
+    lstm_impl: str | None = None  # deprecated: impl
+
+    def __post_init__(self):
+        translate_deprecated(self)
+        # Made inside a method of an unbound module (your model's `begin_state(B)` called
+        # directly, as `RNNLayer(...).begin_state(B)`), there is no scope to attach to:
+        # be a module of its own then, rather than fail in flax with a bare AssertionError.
+        if self.parent is flax_module._unspecified_parent:
+            context = flax_module._context.module_stack[-1]
+            if isinstance(context, nn.Module) and context.scope is None:
+                object.__setattr__(self, "parent", None)
+        super().__post_init__()
 
     @nn.compact
     def __call__(

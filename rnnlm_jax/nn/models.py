@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from rnnlm_jax.nn.blocks import ResidualBlock, block_state
 from rnnlm_jax.nn.head import Dense
 from rnnlm_jax.nn.initializers import INITS, head_initializers, initializers  # noqa: F401
-from rnnlm_jax.nn.layer import CELLS, RNNLayer, State, zero_state  # noqa: F401
+from rnnlm_jax.nn.layer import CELLS, RNNLayer, State, translate_deprecated, zero_state  # noqa: F401
 from rnnlm_jax.nn.spec import LAYER_FIELDS, ModelSpec
 
 
@@ -26,8 +26,8 @@ class RNNModel(nn.Module):
     """The book's `RNNModel` (one-hot tokens -> `RNNLayer` -> Dense head to vocab logits),
     with the options of word-level models such as Zaremba et al.'s.
 
-    It follows the model contract of `training` (`logits_layout = "time_major"`: logits
-    `[T * B, V]`, row t * B + b for step t of sequence b).
+    It follows the model contract (`rnnlm_jax.nn.contract`) with `logits_layout =
+    "time_major"`: logits `[T * B, V]`, row t * B + b for step t of sequence b.
 
     Attributes:
       vocab_size: V.
@@ -71,7 +71,14 @@ class RNNModel(nn.Module):
     output_dropout: float = 0.0
     tie_embeddings: bool = False
 
-    logits_layout = "time_major"  # a class constant, not a field: see `training`
+    custom_vjp: bool | None = None  # deprecated: impl
+    lstm_impl: str | None = None  # deprecated: impl
+
+    logits_layout = "time_major"  # a class constant, not a field: see `rnnlm_jax.nn.contract`
+
+    def __post_init__(self):
+        translate_deprecated(self)
+        super().__post_init__()
 
     def setup(self):
         E, H = self.embed_dim, self.num_hiddens

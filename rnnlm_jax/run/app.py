@@ -8,6 +8,7 @@ text with a trained one, or runs a config's sweep.
     python main.py --workdir=runs/timemachine --mode=sample --prefix="time traveller"
     python main.py --workdir=runs/timemachine --mode=score --text="the time machine"
 
+An installed package finds the configs it ships by name (`--config=timemachine:gru`).
 `--workdir` defaults to `runs/<config file stem>[_<variant>]`; running the same command again
 resumes from the workdir's latest checkpoint. `--mode=sample` and `--mode=score` need only
 the workdir: no config, no data file. The logic is in `rnnlm_jax.run.cli` and below.
@@ -15,6 +16,7 @@ the workdir: no config, no data file. The logic is in `rnnlm_jax.run.cli` and be
 
 import sys
 
+import jax
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -55,6 +57,12 @@ flags.DEFINE_integer("num_samples", 1, "--mode=sample: continuations, generated 
 flags.DEFINE_string("text", None, "--mode=score: the text to score.")
 flags.DEFINE_string("text_file", None, "--mode=score: a UTF-8 file whose text to score.")
 flags.DEFINE_bool("per_token", False, "--mode=score: also print every token's log-prob.")
+flags.DEFINE_integer(
+    "window",
+    0,
+    "--mode=score: > 0 scores every non-overlapping window of this many tokens from a fresh "
+    "state (nanoGPT's evaluation protocol with 64), instead of the whole text carried.",
+)
 flags.DEFINE_string("coordinator_address", None, "Multi-process: host:port of process 0.")
 flags.DEFINE_integer("num_processes", None, "Multi-process: how many processes in all.")
 flags.DEFINE_integer("process_id", None, "Multi-process: this process's index.")
@@ -74,7 +82,8 @@ def main(argv):
         cli.run(lambda: cli.sample(FLAGS.workdir, FLAGS.prefix, FLAGS.num_preds, **sampling))
         return
     if FLAGS.mode == "score":
-        cli.run(lambda: cli.score(FLAGS.workdir, FLAGS.text, FLAGS.text_file, FLAGS.per_token))
+        cli.run(lambda: cli.score(FLAGS.workdir, FLAGS.text, FLAGS.text_file, FLAGS.per_token,
+                                  FLAGS.window))  # fmt: skip
         return
     if FLAGS.mode == "summary":
         cli.run(lambda: cli.summary(FLAGS.workdir))
@@ -101,5 +110,8 @@ def main(argv):
 
 
 def run() -> None:
-    """Parses the flags (one-line errors) and runs `main`."""
+    """Parses the flags (one-line errors; JAX's own, such as `--jax_platforms=cpu`, too)
+    and runs `main`."""
+    jax.config.config_with_absl()
+    cli.setup_logging()
     app.run(main, flags_parser=cli.parse_flags)

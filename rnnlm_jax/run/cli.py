@@ -4,6 +4,8 @@ an exit status (2: bad flags, config or value; 1: data, checkpoint or training e
 from __future__ import annotations
 
 import errno
+import logging
+import math
 import os
 import re
 import sys
@@ -16,6 +18,7 @@ from ml_collections import config_flags
 from rnnlm_jax import jobs
 from rnnlm_jax.config.checks import ConfigError
 from rnnlm_jax.data.sources import DataError, read_text
+from rnnlm_jax.extras import MissingExtra
 from rnnlm_jax.infer import generation, scoring
 from rnnlm_jax.infer.load import load_trained
 from rnnlm_jax.run import sweeps
@@ -24,6 +27,30 @@ from rnnlm_jax.train.checkpoints import CheckpointError
 from rnnlm_jax.train.loop import TrainingError
 from rnnlm_jax.train.preemption import EXIT_STATUS
 from rnnlm_jax.train.workdir import WorkdirError, WorkdirInUse
+
+
+class ConsoleHandler(logging.Handler):
+    """The command line's view of the library's log (`logging.getLogger("rnnlm_jax")`):
+    info lines on stdout as they are (progress, samples, results), those logged with
+    `extra={"stderr": True}` on stderr, warnings on stderr as `warning: ...`."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+        else:
+            stream = sys.stderr if getattr(record, "stderr", False) else sys.stdout
+            print(message, file=stream, flush=True)
+
+
+def setup_logging() -> None:
+    """Shows the library's messages on the terminal (a library user's own code decides
+    for itself: without a handler, info is silent and warnings reach stderr)."""
+    logger = logging.getLogger("rnnlm_jax")
+    if not any(isinstance(h, ConsoleHandler) for h in logger.handlers):
+        logger.addHandler(ConsoleHandler())
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # not again through absl's handler on the root logger
 
 
 def fail(message: str, status: int) -> None:
@@ -38,8 +65,68 @@ def _last_line(error: BaseException) -> str:
     return lines[-1] if lines else type(error).__name__
 
 
+# Flags that only one mode reads: given to another mode they would be ignored, so they are
+# refused (the training seed is --config.seed, the sample's --seed).
+MODE_FLAGS = {
+    "sample": ("prefix", "num_preds", "temperature", "top_k", "seed", "num_samples"),
+    "score": ("text", "text_file", "per_token", "window"),
+    "sweep": (
+        "cluster",
+        "slurm_partition",
+        "slurm_time",
+        "gpus_per_task",
+        "cpus_per_task",
+        "array_parallelism",
+        "wait",
+    ),  # fmt: skip
+}
+HELP = ("--help", "-h", "--helpfull", "-?", "--helpshort")
+
+
+def packaged_config(name: str) -> Path | None:
+    """The config file a wheel ships for `name` (`timemachine`, `timemachine.py` or
+    `configs/timemachine.py`), or None."""
+    from importlib import resources
+
+    stem = Path(name).name.removesuffix(".py")
+    try:
+        path = Path(str(resources.files("rnnlm_jax.configs") / f"{stem}.py"))
+    except ModuleNotFoundError:
+        return None
+    return path if stem and path.is_file() else None
+
+
+def _with_packaged_configs(argv: list[str]) -> list[str]:
+    """`--config=FILE[:variant]` where FILE does not exist here but names a config the
+    package ships (an installed wheel run away from the checkout) -> that file."""
+    out = []
+    for arg in argv:
+        if arg.startswith("--config="):
+            path, sep, variant = arg[len("--config=") :].partition(":")
+            if path and not Path(path).expanduser().exists():
+                shipped = packaged_config(path)
+                if shipped is not None:
+                    arg = f"--config={shipped}{sep}{variant}"
+        out.append(arg)
+    return out
+
+
+def print_help(argv: list[str]) -> None:
+    """The command's usage and every flag it takes (its own, then JAX's with --helpfull)."""
+    from rnnlm_jax.run import app
+
+    print(app.__doc__.strip() + "\n")
+    print(flags.FLAGS.module_help(app))
+    if "--helpfull" in argv:
+        print(flags.FLAGS.get_help())
+    sys.exit(0)
+
+
 def parse_flags(argv: list[str]) -> list[str]:
     """absl flag parsing that reports a bad flag, config file or override in one line, status 2."""
+    if any(a in HELP for a in argv[1:]):
+        print_help(argv)
+    argv = _with_packaged_configs(argv)
     try:
         rest = flags.FLAGS(argv)
     except flags.Error as e:
@@ -50,11 +137,18 @@ def parse_flags(argv: list[str]) -> list[str]:
         fail(f"bad flags: {_last_line(e)}", status=2)
     if flags.FLAGS.workdir:  # a flag's `~` is not expanded by the shell
         flags.FLAGS.workdir = os.path.expanduser(flags.FLAGS.workdir)
+    for mode, names in MODE_FLAGS.items():
+        given = [n for n in names if flags.FLAGS[n].present]
+        if given and flags.FLAGS.mode != mode:
+            hint = " (a training run's seed is --config.seed)" if "seed" in given else ""
+            fail(f"--{given[0]} is for --mode={mode}, not --mode={flags.FLAGS.mode}{hint}", 2)
     if flags.FLAGS.mode in ("sample", "summary", "score"):
         if not flags.FLAGS.workdir:
             fail(f"--mode={flags.FLAGS.mode} needs --workdir", status=2)
     elif flags.FLAGS["config"].value is None:
-        fail("--config is required, e.g. --config=configs/timemachine.py", status=2)
+        shipped = ", ".join(sorted(p.stem for p in _packaged_configs()))
+        fail(f"--config is required: a config file, or one the package ships ({shipped}), "
+             "e.g. --config=timemachine", status=2)  # fmt: skip
     else:
         try:
             flags.FLAGS.config.keys()  # A config file that failed to load reports it here.
@@ -67,6 +161,11 @@ def parse_flags(argv: list[str]) -> list[str]:
     if not any(a.startswith(("--verbosity", "-v=", "--v=")) for a in argv):
         flags.FLAGS.verbosity = -3
     return rest
+
+
+def _packaged_configs() -> list[Path]:
+    shipped = packaged_config("timemachine")
+    return sorted(p for p in shipped.parent.glob("*.py") if p.stem != "__init__") if shipped else []
 
 
 def _unknown_override(argv: list[str], error: BaseException) -> str:
@@ -170,26 +269,50 @@ def sample(workdir: str, prefix: str, num_preds: int, **sampling) -> None:
     """
     model, params, vocab, _ = load_trained(workdir)
     try:
-        texts = generation.sample(params, prefix, num_preds, vocab, model, **sampling)
+        texts = generation.sample(model, params, vocab, prefix, num_preds, **sampling)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     print("\n".join(texts), flush=True)
 
 
-def score(workdir: str, text: str | None, text_file: str | None, per_token: bool) -> None:
+def score(
+    workdir: str, text: str | None, text_file: str | None, per_token: bool, window: int = 0
+) -> None:
     """Prints the perplexity (and bits per character) of `text` or the file `text_file` under
-    the workdir's latest checkpoint; `per_token`: first each token and its log-probability."""
+    the workdir's latest checkpoint; `per_token`: first each token and its log-probability.
+    `window` > 0: instead, the mean loss over every non-overlapping window of `window`
+    tokens, each from a fresh state (nanoGPT's evaluation protocol)."""
     if text is not None and text_file is not None:
         raise ConfigError("--mode=score takes --text or --text_file, not both")
     if text is None and text_file is None:
         raise ConfigError("--mode=score needs --text=... or --text_file=PATH")
     if text_file is not None:
         text = read_text(text_file, "--text_file")
+    if window < 0 or (window and per_token):
+        raise ConfigError("--window must be >= 0, and takes no --per_token")
     model, params, vocab, _ = load_trained(workdir)
+    if window:
+        ids = vocab.encode(text)
+        try:
+            loss, count = scoring.window_loss(model, params, ids, window)
+        except ValueError as e:
+            raise ConfigError(f"--window={window}: {e}") from None
+        bits = f", {loss / math.log(2):.4f} bits per character" if vocab.token == "char" else ""
+        print(f"loss {loss:.4f} nats per token (perplexity {math.exp(loss):.4f}{bits}) over "
+              f"{count} targets in windows of {window} {vocab.token} tokens, each from a fresh "
+              "state", flush=True)  # fmt: skip
+        return
     try:
         result = scoring.score(model, params, vocab, text)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    if result.num_unknown:
+        print(
+            f"warning: {result.num_unknown} of the {result.num_scored} scored tokens are not in "
+            "the model's vocab and were scored as <unk>",
+            file=sys.stderr,
+            flush=True,
+        )
     if per_token:
         for tok, lp in zip(result.tokens[1:], result.log_probs):
             print(f"{tok!r}\t{lp:.4f}")
@@ -233,7 +356,7 @@ def run(job: Callable[[], None]) -> None:
         job()
     except (ConfigError, WorkdirError) as e:
         fail(e, status=2)
-    except (DataError, TrainingError, CheckpointError, WorkdirInUse) as e:
+    except (DataError, TrainingError, CheckpointError, WorkdirInUse, MissingExtra) as e:
         fail(e, status=1)
     except KeyboardInterrupt:
         fail("interrupted", status=130)

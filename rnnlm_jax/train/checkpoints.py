@@ -31,7 +31,6 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import threading
 from pathlib import Path
 
@@ -41,6 +40,8 @@ import ml_collections
 from rnnlm_jax.data.vocab import Vocab
 from rnnlm_jax.files import write_json_atomic
 from rnnlm_jax.train import workdir as workdirs
+
+log = logging.getLogger(__name__)
 
 
 def _import_orbax():
@@ -283,7 +284,7 @@ def restore_good(workdir: str | Path, abstract_state, abstract_carry=None):
                 return state, carry, meta, skipped
             except Exception as e:  # Orbax's and tensorstore's errors have no common base
                 reason = f"it does not restore ({type(e).__name__}: {_first_line(e)})"
-        print(f"warning: skipping checkpoint {step} in {workdir}: {reason}", file=sys.stderr)
+        log.warning(f"skipping checkpoint {step} in {workdir}: {reason}")
         skipped.append(step)
         reasons.append(f"{step}: {reason}")
     if not reasons:
@@ -306,7 +307,7 @@ def set_aside(workdir: str | Path, skipped: list[int]) -> None:
         while target.exists():
             target, k = directory / f"{step}.damaged.{k}", k + 1
         os.replace(directory / str(step), target)
-        print(f"warning: moved the damaged checkpoint {step} to {target}", file=sys.stderr)
+        log.warning(f"moved the damaged checkpoint {step} to {target}")
 
 
 def read_config(workdir: str | Path) -> ml_collections.ConfigDict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import sys
 import time
@@ -12,16 +13,54 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rnnlm_jax import extras
 from rnnlm_jax.files import open_append, write_bytes_atomic, write_text_atomic
+
+log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 PROGRESS_FILE = "progress.jsonl"  # one record per chunk of a long epoch
 MAX_LOSS = math.log(sys.float_info.max)  # about 709.8 nats: the largest loss with a perplexity
 
 
+# The keys of the release before flax's naming, still written beside the new ones for one
+# release (readers of metrics.jsonl, the summary and the plots take either):
+# new key -> old key.
+LEGACY = {
+    "train_loss": "loss",
+    "train_perplexity": "perplexity",
+    "eval_perplexity": "val_perplexity",
+}
+LEGACY_KEYS = tuple(LEGACY.values())
+
+
 def perplexity(loss: float) -> float:
     """`exp(loss)`, inf where that overflows a float (a diverged loss)."""
     return math.exp(loss) if loss < MAX_LOSS else math.inf
+
+
+def loss_record(prefix: str, loss: float) -> dict[str, float]:
+    """flax's naming for a mean loss in nats per token: `<prefix>_loss`, `_perplexity` and
+    `_bits_per_token` (bits per character for a character model)."""
+    return {
+        f"{prefix}_loss": loss,
+        f"{prefix}_perplexity": perplexity(loss),
+        f"{prefix}_bits_per_token": loss / math.log(2),
+    }
+
+
+def with_legacy_keys(record: dict[str, Any]) -> dict[str, Any]:
+    """`record` with the old names of its new keys too (`perplexity`, `val_perplexity`,
+    `loss`), for readers of the previous release's metrics.jsonl; removed next release."""
+    return {**record, **{old: record[new] for new, old in LEGACY.items() if new in record}}
+
+
+def value(record: dict[str, Any], key: str, default=None):
+    """`record[key]`, or its old name's value in a record written before flax's naming
+    (`eval_perplexity` -> `val_perplexity`, ...), or `default`."""
+    if key in record:
+        return record[key]
+    return record.get(LEGACY.get(key, ""), default)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -39,10 +78,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
                 raise ValueError("not a record with an epoch")
         except ValueError:
             if line.strip():
-                print(
-                    f"warning: {path} line {number} is not a JSON record; skipped it",
-                    file=sys.stderr,
-                )
+                log.warning(f"{path} line {number} is not a JSON record; skipped it")
             continue
         records.append(record)
     return records
@@ -66,12 +102,19 @@ class MetricsLogger:
         self.history = [r for r in read_jsonl(path) if r["epoch"] <= start_epoch]
         self._file = self._tb = self._progress = None
         if write:
-            from tensorboardX import SummaryWriter  # writes event files without TensorFlow
-
             # A new file (atomically; never through a link), then appended to.
             write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in self.history))
             self._file = open_append(path)
-            self._tb = SummaryWriter(logdir=str(workdir), purge_step=start_epoch + 1, flush_secs=10)
+            if extras.available("tensorboardX"):  # event files without TensorFlow
+                from tensorboardX import SummaryWriter
+
+                purge = self.history[-1].get("step", 0) + 1 if self.history else 1
+                self._tb = SummaryWriter(logdir=str(workdir), purge_step=purge, flush_secs=10)
+            else:
+                log.warning(
+                    "no TensorBoard events (metrics.jsonl has every record): "
+                    + extras.install_hint("tensorboardX")
+                )
             progress = Path(workdir) / PROGRESS_FILE
             if progress.exists():
                 kept = [r for r in read_jsonl(progress) if r.get("step", 0) <= resume_step]
@@ -79,17 +122,19 @@ class MetricsLogger:
             self._progress_path = progress
 
     def write(self, record: dict[str, Any]) -> None:
+        """Appends an epoch's record; TensorBoard gets its numbers at its `step` (the
+        minibatches trained so far; the epoch for a record without one), all but the keys
+        `LEGACY_KEYS` repeats."""
         self.history.append(record)
         if self._file:
             self._file.write(json.dumps(record) + "\n")
             self._file.flush()
+        if self._tb:
+            x = record.get("step", record["epoch"])
             for key, value in record.items():
-                if (
-                    key != "epoch"
-                    and isinstance(value, (int, float))
-                    and not isinstance(value, bool)
-                ):
-                    self._tb.add_scalar(key, value, record["epoch"])
+                number = isinstance(value, (int, float)) and not isinstance(value, bool)
+                if number and key not in ("epoch", "step", *LEGACY_KEYS):
+                    self._tb.add_scalar(key, value, x)
 
     def write_progress(self, record: dict[str, Any]) -> None:
         """Appends a chunk's record (it holds `epoch`, `step` and `position`)."""
@@ -99,13 +144,14 @@ class MetricsLogger:
             self._progress.write(json.dumps(record) + "\n")
             self._progress.flush()
 
-    def write_text(self, tag: str, text: str, epoch: int) -> None:
+    def write_text(self, tag: str, text: str, step: int) -> None:
         if self._tb:
-            self._tb.add_text(tag, text, epoch)
+            self._tb.add_text(tag, text, step)
 
     def close(self) -> None:
         if self._file:
             self._file.close()
+        if self._tb:
             self._tb.close()
         if self._progress:
             self._progress.close()
@@ -127,11 +173,12 @@ class Progress:
         self.last = now
         left = (now - self.start) / self.epochs_done * (self.num_epochs - record["epoch"])
         shown = (
-            f"perplexity {record['perplexity']:.2f}, {record['tokens_per_sec']:,.0f} tokens/sec, "
-            if "perplexity" in record and "tokens_per_sec" in record
+            f"perplexity {value(record, 'train_perplexity'):.2f}, "
+            f"{record['tokens_per_sec']:,.0f} tokens/sec, "
+            if value(record, "train_perplexity") is not None and "tokens_per_sec" in record
             else ""
         )
-        print(f"[{record['epoch']}/{self.num_epochs}] {shown}{_duration(left)} left", flush=True)
+        log.info(f"[{record['epoch']}/{self.num_epochs}] {shown}{_duration(left)} left")
 
     def update_chunk(self, epoch: int, position: int, steps: int, record: dict):
         """A line within a long epoch (0-based `epoch`, `position` of `steps` minibatches)."""
@@ -145,7 +192,7 @@ class Progress:
             for k, v in record.items()
             if k != "seconds" and isinstance(v, (int, float))
         )
-        print(f"[{epoch + 1}/{self.num_epochs}] step {position}/{steps}{shown}", flush=True)
+        log.info(f"[{epoch + 1}/{self.num_epochs}] step {position}/{steps}{shown}")
 
 
 def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -163,20 +210,25 @@ def _duration(seconds: float) -> str:
 def plot(
     history: Sequence[dict[str, Any]],
     path: Path,
-    keys: Sequence[str] = ("perplexity",),
+    keys: Sequence[str] = ("train_perplexity",),
     ylabel: str = "perplexity",
 ) -> None:
-    """Saves the book's Animator plot: x epoch, y `ylabel`, one line per key ("train", ...)."""
+    """Saves the book's Animator plot: x epoch, y `ylabel`, one line per key ("train", ...;
+    records of the previous release's names are read too). Without matplotlib (the `plot`
+    extra) it warns and draws nothing."""
+    if not extras.available("matplotlib"):
+        log.warning(f"no plot {path.name}: {extras.install_hint('matplotlib')}")
+        return
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = {"perplexity": "train", "val_perplexity": "val", "test_perplexity": "test"}
+    labels = {"train_perplexity": "train", "eval_perplexity": "val", "test_perplexity": "test"}
     fig, ax = plt.subplots(figsize=(4.5, 3.2), dpi=120)
     epochs = [r["epoch"] for r in history]
     for key in keys:  # a key only some records have (the test's, at the end) is a marker
-        points = [(r["epoch"], r[key]) for r in history if key in r]
+        points = [(r["epoch"], value(r, key)) for r in history if value(r, key) is not None]
         style = "o" if len(points) < len(history) else "-"
         ax.plot(*zip(*points), style, label=labels.get(key, key))
     ax.set_xlabel("epoch")
