@@ -142,8 +142,9 @@ def score(model, params, vocab: Vocab, text: str) -> Score:
             "needs at least 2 (the first is context only)"
         )
     ids = np.asarray(vocab[tokens], np.int32)
-    unknown = int(np.sum(ids[1:] == vocab.unk))
-    if unknown == len(tokens) - 1 and "<unk>" not in tokens[1:]:
+    # Tokens the vocab lacks (a literal `<unk>`, as PTB's text has, is a token of its own).
+    unknown = sum(i == vocab.unk and t != "<unk>" for i, t in zip(ids[1:], tokens[1:]))
+    if unknown == len(tokens) - 1:
         raise ValueError(
             f"none of the text's {len(tokens) - 1} scored {vocab.token} tokens is in the "
             "model's vocab: its perplexity would only measure <unk>"

@@ -194,7 +194,7 @@ class LanguageModelJob(loop.Job):
     """A recurrent language model on the corpus of `config` (see `rnnlm_jax.train.loop.Job`)."""
 
     name = "language model"
-    best_key = "eval_loss"
+    best_key = "eval_perplexity"
     plot_keys = ("train_perplexity", "eval_perplexity", "test_perplexity")
 
     def __init__(self, config: ml_collections.ConfigDict):
@@ -210,7 +210,7 @@ class LanguageModelJob(loop.Job):
         self.vocab = self.corpus.vocab
         self.model = model_from_config(config, len(self.vocab))
         self.steps_per_epoch = steps_per_epoch(config, len(self.corpus.train))
-        self.best_key = "eval_loss" if self.corpus.valid is not None else None
+        self.best_key = "eval_perplexity" if self.corpus.valid is not None else None
         if self.corpus.about:
             log.info(self.corpus.about)
 
@@ -328,7 +328,6 @@ class LanguageModelJob(loop.Job):
             log_probs = scoring.token_log_probs(self.model, state.params, self.corpus.test)
             record.update(metrics.loss_record("test", -float(jax.numpy.mean(log_probs))))
         return metrics.with_legacy_keys(record)
-        return record
 
     def _predict(self, state, prefix: str) -> str:
         c = self.config

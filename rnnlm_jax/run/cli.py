@@ -83,17 +83,22 @@ MODE_FLAGS = {
 HELP = ("--help", "-h", "--helpfull", "-?", "--helpshort")
 
 
-def packaged_config(name: str) -> Path | None:
-    """The config file a wheel ships for `name` (`timemachine`, `timemachine.py` or
-    `configs/timemachine.py`), or None."""
+def _shipped_configs() -> Path | None:
+    """The folder of the configs the package ships (`configs/`, as `rnnlm_jax.configs`)."""
     from importlib import resources
 
-    stem = Path(name).name.removesuffix(".py")
     try:
-        path = Path(str(resources.files("rnnlm_jax.configs") / f"{stem}.py"))
+        return Path(str(resources.files("rnnlm_jax.configs")))
     except ModuleNotFoundError:
         return None
-    return path if stem and path.is_file() else None
+
+
+def packaged_config(name: str) -> Path | None:
+    """The config file the package ships for `name` (`timemachine`, `timemachine.py` or
+    `configs/timemachine.py`), or None."""
+    folder, stem = _shipped_configs(), Path(name).name.removesuffix(".py")
+    path = folder / f"{stem}.py" if folder and stem else None
+    return path if path and path.is_file() and stem != "__init__" else None
 
 
 def _with_packaged_configs(argv: list[str]) -> list[str]:
@@ -146,7 +151,11 @@ def parse_flags(argv: list[str]) -> list[str]:
         if not flags.FLAGS.workdir:
             fail(f"--mode={flags.FLAGS.mode} needs --workdir", status=2)
     elif flags.FLAGS["config"].value is None:
-        shipped = ", ".join(sorted(p.stem for p in _packaged_configs()))
+        folder = _shipped_configs()
+        names = (
+            sorted(p.stem for p in folder.glob("*.py") if p.stem != "__init__") if folder else []
+        )
+        shipped = ", ".join(names)
         fail(f"--config is required: a config file, or one the package ships ({shipped}), "
              "e.g. --config=timemachine", status=2)  # fmt: skip
     else:
@@ -161,11 +170,6 @@ def parse_flags(argv: list[str]) -> list[str]:
     if not any(a.startswith(("--verbosity", "-v=", "--v=")) for a in argv):
         flags.FLAGS.verbosity = -3
     return rest
-
-
-def _packaged_configs() -> list[Path]:
-    shipped = packaged_config("timemachine")
-    return sorted(p for p in shipped.parent.glob("*.py") if p.stem != "__init__") if shipped else []
 
 
 def _unknown_override(argv: list[str], error: BaseException) -> str:

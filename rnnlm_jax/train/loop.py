@@ -306,7 +306,8 @@ class _Run:
         history = logger.history
         this_process = [r for r in history if r["epoch"] > start_epoch]
         if history and self.main and trains and job.plot_keys:
-            keys = [k for k in job.plot_keys if any(k in r for r in history)]
+            keys = [k for k in job.plot_keys
+                    if any(metrics.value(r, k) is not None for r in history)]  # fmt: skip
             metrics.plot(history, workdir / job.plot_file, keys, job.plot_ylabel)
         result = RunResult(
             state=state,

@@ -83,29 +83,23 @@ def lr_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int = 1):
     return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), decay], [warmup])
 
 
-# Weight decay by role: the names of the parameters that are weight matrices (kernels,
-# embeddings, block-diagonal gate weights `w`, the LRU's input and output maps). Biases,
-# norms' scales, a recurrence's per-unit parameters (RG-LRU's `a_param`, the LRU's `nu_log`,
-# `theta_log`, `gamma_log` and diagonal `D`) and the depthwise Conv1D's filters are not decayed.
-DECAYED_NAMES = frozenset({"kernel", "embedding", "w", "B_re", "B_im", "C_re", "C_im"})
+# Weight decay by role: the weight matrices decay (kernels, embeddings, the RG-LRU's
+# block-diagonal gate weights `w`, the LRU's `B`, `C` and a matrix `D`); these names never
+# do, whatever their rank: biases (the RG-LRU's gate biases `b [heads, H / heads]` too),
+# norms' scales and a recurrence's per-unit parameters; nor anything in a depthwise Conv1D.
+NOT_DECAYED_NAMES = frozenset({"bias", "b", "scale", "a_param", "nu_log", "theta_log",
+                               "gamma_log"})  # fmt: skip
 NOT_DECAYED_MODULES = frozenset({"conv_1d"})  # Griffin's depthwise filters `[width, H]`
 
 
 def decays(path: tuple, leaf) -> bool:
     """Whether weight decay applies to the parameter at `path` (flax's parameter tree keys):
-    the weight matrices, by name (`DECAYED_NAMES`; the LRU's `D` where it is a matrix), not
-    inside a depthwise convolution; a name the table does not know (a user's own module)
-    decays where it has two or more axes."""
+    a weight matrix (two or more axes) not named as a bias, scale or per-unit parameter
+    (`NOT_DECAYED_NAMES`) and not inside a depthwise convolution (`NOT_DECAYED_MODULES`)."""
     names = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
-    name, parents = names[-1], set(names[:-1])
-    if parents & NOT_DECAYED_MODULES:
+    if names[-1] in NOT_DECAYED_NAMES or NOT_DECAYED_MODULES & set(names[:-1]):
         return False
-    if name in DECAYED_NAMES:
-        return True
-    if name == "D":
-        return leaf.ndim >= 2
-    known = {"bias", "b", "scale", "a_param", "nu_log", "theta_log", "gamma_log"}
-    return name not in known and leaf.ndim >= 2
+    return leaf.ndim >= 2
 
 
 def _decayed(params):
