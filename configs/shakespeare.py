@@ -2,9 +2,9 @@ r"""Character language models on tiny Shakespeare, split as nanoGPT's `shakespea
 (the first 90% of karpathy/char-rnn's `input.txt` trains, the last 10% validates), next to
 nanoGPT's CPU recipe (validation loss 1.88 after about 3 minutes, its README).
 
-    python main.py --config=configs/shakespeare.py                 # the best, ~20 s on 2 CPUs
+    python main.py --config=configs/shakespeare.py                 # the best, ~30 s on 2 CPUs
     python main.py --config=configs/shakespeare.py:rglru           # another cell, same budget
-    python main.py --config=configs/shakespeare.py:long            # nanoGPT's time, twice the text
+    python main.py --config=configs/shakespeare.py:long            # width 256, twice the text
 
 Variants (after `:`; several join with `,`):
   best      the default: the fastest to nanoGPT's 1.88 found on 2 CPU cores: two residual
@@ -16,8 +16,9 @@ Variants (after `:`; several join with `,`):
             32 x 35), on the same characters
   mingru, minlstm, rglru, lru
             the best model with that cell (rglru: Griffin's recurrent block)
-  long      sized to nanoGPT's CPU recipe's wall time (about 100 s on 2 cores): the
-            best model at width 256 (MLP 512), all 1,003,854 training characters twice
+  long      the best model at width 256 (MLP 512), all 1,003,854 training characters
+            twice (0.97x nanoGPT's CPU recipe's wall time on a 2-core AMD EPYC, 1.24x on a
+            2-core Intel Xeon)
   smoke     seconds on a CPU, for tests (a slice of the text, a small model)
 The data: `tinyshakespeare.txt` under `$RNNLM_JAX_DATA_DIR` (or `~/.cache/rnnlm_jax/`),
 downloaded there if missing; `--config.data_file=input.txt` for a copy of your own.
