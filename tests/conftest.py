@@ -76,3 +76,15 @@ def small_lm(corpus_vocab):
     model = RNNModel(vocab_size=len(vocab), num_hiddens=32, initializer="flax")
     params = model.init(jax.random.key(3), jnp.zeros((1, 1), jnp.int32), model.begin_state(1))
     return model, params["params"], vocab
+
+
+def package_source(dest: Path) -> Path:
+    """A copy of what `pip install` builds the package from (the build writes beside its
+    source, so never in the checkout): `rnnlm_jax/`, `configs/`, pyproject.toml, README."""
+    import shutil
+
+    for folder in ("rnnlm_jax", "configs"):
+        shutil.copytree(ROOT / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, dest / name)
+    return dest

@@ -4,7 +4,9 @@ line as an installed module (`python -m rnnlm_jax`)."""
 
 import ast
 import importlib.metadata
+import json
 import logging
+import os
 import subprocess
 import sys
 import tomllib
@@ -12,10 +14,9 @@ import warnings
 
 import flax.linen as nn
 import jax
-import ml_collections
 import optax
 import pytest
-from conftest import ROOT
+from conftest import ROOT, package_source
 
 import rnnlm_jax
 from rnnlm_jax import RNNLayer, data, train
@@ -233,36 +234,37 @@ def test_metrics_follow_flax_naming_by_step_and_old_records_still_read(tmp_path)
 def installed(tmp_path_factory):
     """The package built and installed into a folder of its own (no checkout beside it)."""
     site = tmp_path_factory.mktemp("site")
+    source = package_source(tmp_path_factory.mktemp("source"))
     r = python("-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
-               "--no-build-isolation", f"--target={site}", str(ROOT), timeout=600)  # fmt: skip
+               "--no-build-isolation", f"--target={site}", str(source), timeout=600)  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     return site
 
 
 def test_the_installed_command_line(installed, tmp_path):
-    import os
-
+    """`pip install` into a folder of its own, then the command line from elsewhere."""
     env = dict(os.environ, PYTHONPATH=str(installed))
 
     def cli(*args):
         return subprocess.run([sys.executable, "-m", "rnnlm_jax", *args], cwd=tmp_path,
                               env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
 
+    probe = subprocess.run([sys.executable, "-c", "import rnnlm_jax; print(rnnlm_jax.__file__)"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True)  # fmt: skip
+    assert probe.stdout.startswith(str(installed)), probe  # the install, not the checkout
     r = cli("--help")
     assert r.returncode == 0 and "--workdir" in r.stdout and "--num_preds" in r.stdout
     r = cli()
     assert r.returncode == 2 and "--config=timemachine" in r.stderr, r.stderr
-    # The configs ship in the wheel, found by name; JAX's own flags are taken.
-    r = cli("--config=timemachine:smoke", "--config.num_epochs=1", "--jax_platforms=cpu",
-            f"--workdir={tmp_path / 'w'}")  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    assert "trained 1 epochs" in r.stdout
-    assert (
-        ml_collections.ConfigDict(
-            __import__("json").loads((tmp_path / "w" / "config.json").read_text())
-        ).num_hiddens
-        == 32
-    )
+    # The configs ship in the wheel, found by name; JAX's own flags are taken; a sweep's
+    # trials run `python -m rnnlm_jax` from the install (no checkout, no main.py).
+    r = cli("--config=timemachine:smoke", "--mode=sweep", "--cluster=local",
+            "--config.num_epochs=1", "--jax_platforms=cpu",
+            f"--workdir={tmp_path / 'sweep'}")  # fmt: skip
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "submitted 3 trials (local)" in r.stdout and "| seed=1 |" in r.stdout
+    trial = json.loads((tmp_path / "sweep" / "seed=1" / "config.json").read_text())
+    assert trial["num_hiddens"] == 32 and trial["seed"] == 1
     for flag in ("--seed=7", "--num_preds=3", "--text=abc"):
         r = cli("--config=timemachine:smoke", flag, f"--workdir={tmp_path / 'x'}")
         assert r.returncode == 2 and r.stderr.startswith(f"error: {flag.split('=')[0]} is for")
