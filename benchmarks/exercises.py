@@ -17,8 +17,6 @@ runs/exercises); each run resumes if its workdir already holds it.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import re
 import shutil
@@ -45,8 +43,7 @@ def run_lm(name: str, variant: str, workdir: Path, epochs: int | None, **overrid
     for key, value in overrides.items():
         config[key] = value
     print(f"-- {name}: {variant or 'seed'} {overrides or ''}", flush=True)
-    with contextlib.redirect_stdout(io.StringIO()):
-        r = experiment.train_and_evaluate(config, str(workdir / name))
+    r = experiment.train_and_evaluate(config, str(workdir / name))  # silent: library logging
     out = {
         "variant": variant,
         "overrides": overrides,
@@ -91,8 +88,7 @@ def main():
     results["lm"]["overfit"] = run_lm("overfit", "overfit", workdir, epochs)
     results["lm"]["word"] = run_lm("word", "word", workdir, epochs)
     print("-- sine", flush=True)
-    with contextlib.redirect_stdout(io.StringIO()):
-        results["sine"] = sine.train_and_evaluate(sine_config.get_config(), str(workdir / "sine"))
+    results["sine"] = sine.train_and_evaluate(sine_config.get_config(), str(workdir / "sine"))
     tables = render(results)
     if args.quick:
         print("\n\n".join(tables.values()))

@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
+
+log = logging.getLogger(__name__)
 
 EXTRAS = {  # module -> the extra of pyproject.toml that installs it
     "matplotlib": "plot",
@@ -25,12 +28,19 @@ def available(module: str) -> bool:
 
 
 def install_hint(module: str) -> str:
-    extra = EXTRAS[module]
-    return f"pip install 'rnnlm_jax[{extra}]' (or pip install {module})"
+    return f"pip install 'rnnlm_jax[{EXTRAS[module]}]' (or pip install {module})"
 
 
-def require(module: str, extra: str, what: str) -> None:
+def usable(module: str, what: str) -> bool:
+    """Whether the optional `module` is installed; if not, warns that `what` is skipped and
+    which extra installs it (a run goes on without its optional output)."""
+    if available(module):
+        return True
+    log.warning(f"{what} skipped: {install_hint(module)}")
+    return False
+
+
+def require(module: str, what: str) -> None:
     """`MissingExtra` unless `module` is installed: `what` needs it."""
-    assert EXTRAS[module] == extra
     if not available(module):
         raise MissingExtra(f"{what} needs {module}: {install_hint(module)}")

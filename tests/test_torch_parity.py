@@ -74,22 +74,13 @@ def to_flax(cell: str, w: dict, layers: int, directions: int, grads: bool = Fals
     return params
 
 
-_COMPILED = {}
 FAST_COMPILE = {"xla_backend_optimization_level": 0}  # tiny shapes: compiling is the cost
 
 
+# jit's cache keeps one program per layer and argument structure (the cases with and without
+# an initial state share it), compiled without XLA's backend optimisations.
+@functools.partial(jax.jit, static_argnums=0, compiler_options=FAST_COMPILE)
 def _outputs_and_grads(layer, params, x, state, lengths, coeffs):
-    """`_program` compiled once per layer and argument structure (the cases with and without
-    an initial state share it), without XLA's backend optimisations."""
-    args = (params, x, state, lengths, coeffs)
-    key = (layer, str(jax.tree.map(lambda a: jnp.shape(a), args)))
-    if key not in _COMPILED:
-        _COMPILED[key] = _program.lower(layer, *args).compile(FAST_COMPILE)
-    return _COMPILED[key](*args)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _program(layer, params, x, state, lengths, coeffs):
     """The layer's outputs, final state and the gradients of the fixed scalar loss with
     respect to `(params, x, state)`."""
     c_out, c_h, c_c = coeffs

@@ -29,6 +29,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from rnnlm_jax import extras
 from rnnlm_jax.config.checks import validate
 from rnnlm_jax.files import write_json_atomic, write_text_atomic
 from rnnlm_jax.nn.models import RNNLayer
@@ -282,7 +283,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 def _plot(time_axis, x, results, config, workdir: Path) -> None:
     """The book's two figures, one panel per model: 1-step and free-running predictions
-    against the data, and the k-step-ahead predictions."""
+    against the data, and the k-step-ahead predictions (skipped, with a warning, without
+    matplotlib: the `plot` extra)."""
+    if not extras.usable("matplotlib", "the sine figures"):
+        return
     tau, start = config.tau, config.n_train + config.tau
 
     def predictions(ax, curves):

@@ -115,7 +115,7 @@ def launch(
     `cluster` extra, submitit)."""
     if slurm.get("cluster", "auto") not in CLUSTERS:
         raise ConfigError(f"--cluster={slurm['cluster']!r} is not one of {CLUSTERS}")
-    require("submitit", "cluster", "--mode=sweep")
+    require("submitit", "--mode=sweep")
     from rnnlm_jax.run import cluster
 
     return cluster.launch(argv, workdir, num_trials, slurm, wait)

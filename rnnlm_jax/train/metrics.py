@@ -105,16 +105,11 @@ class MetricsLogger:
             # A new file (atomically; never through a link), then appended to.
             write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in self.history))
             self._file = open_append(path)
-            if extras.available("tensorboardX"):  # event files without TensorFlow
-                from tensorboardX import SummaryWriter
+            if extras.usable("tensorboardX", "TensorBoard events (metrics.jsonl has them all)"):
+                from tensorboardX import SummaryWriter  # event files without TensorFlow
 
                 purge = self.history[-1].get("step", 0) + 1 if self.history else 1
                 self._tb = SummaryWriter(logdir=str(workdir), purge_step=purge, flush_secs=10)
-            else:
-                log.warning(
-                    "no TensorBoard events (metrics.jsonl has every record): "
-                    + extras.install_hint("tensorboardX")
-                )
             progress = Path(workdir) / PROGRESS_FILE
             if progress.exists():
                 kept = [r for r in read_jsonl(progress) if r.get("step", 0) <= resume_step]
@@ -216,8 +211,7 @@ def plot(
     """Saves the book's Animator plot: x epoch, y `ylabel`, one line per key ("train", ...;
     records of the previous release's names are read too). Without matplotlib (the `plot`
     extra) it warns and draws nothing."""
-    if not extras.available("matplotlib"):
-        log.warning(f"no plot {path.name}: {extras.install_hint('matplotlib')}")
+    if not extras.usable("matplotlib", f"the plot {path.name}"):
         return
     import matplotlib
 
