@@ -33,6 +33,7 @@ def run(checkout: Path, args: list[str]) -> dict:
         records = [
             json.loads(x) for x in (Path(tmp) / "w" / "metrics.jsonl").read_text().splitlines()
         ]
+    records = [x for x in records if not x.get("kind")]  # epochs, not mid-epoch evaluations
     rates = [x["tokens_per_sec"] for x in records[1:]] or [records[0]["tokens_per_sec"]]
     return {"tokens_per_sec": statistics.median(rates), "wall_s": wall}
 

@@ -79,6 +79,14 @@ LOOP: dict[str, Field] = {
         None,
     ),
     "max_to_keep": F(3, "int", "checkpoints kept (older ones are deleted)", 1, BIG),
+    "train_steps": F(
+        0,
+        "int",
+        "minibatches to train in all; when set it bounds the run "
+        "instead of num_epochs (0: num_epochs epochs)",
+        0,
+        BIG,
+    ),
     "log_every_epochs": F(
         10, "int", "a progress line (and a sample) every this many epochs", 1, BIG
     ),
@@ -86,8 +94,10 @@ LOOP: dict[str, Field] = {
 LM: dict[str, Field] = {
     **LOOP,
     # Data.
-    "corpus": F("timemachine", "str", "timemachine | ptb | shakespeare | text (your files)",
-                choices=("timemachine", "ptb", "shakespeare", "text")),
+    "corpus": F("timemachine", "str", "timemachine | ptb | shakespeare | text (your files) | "
+                "enwik8 | text8 | wikitext2 | wikitext103 (word files) | wikitext2_raw | "
+                "wikitext103_raw", choices=("timemachine", "ptb", "shakespeare", "text", "enwik8",
+                "text8", "wikitext2", "wikitext103", "wikitext2_raw", "wikitext103_raw")),
     "data_file": F("", "str", "an explicit path to the corpus's one file (timemachine, "
                    "shakespeare); wins over data_dir"),
     "data_dir": F("", "str", "where named corpora are found or downloaded; '' means "
@@ -102,11 +112,22 @@ LM: dict[str, Field] = {
                        "test (at the end)", 0, 0.5),
     "cleaning": F("auto", "str", "auto (the book's for timemachine, none otherwise) | book "
                   "(letters only, lowercase) | none", choices=("auto", "book", "none")),
-    "token": F("char", "str", "char | word tokens", choices=("char", "word")),
+    "token": F("char", "str", "char | word | byte (UTF-8 bytes) | sentencepiece (subwords "
+               "learned from the training text)", choices=("char", "word", "byte",
+               "sentencepiece")),
+    "vocab_size": F(0, "int", "token=sentencepiece: its pieces (required)", 0, BIG),
+    "model_type": F("unigram", "str", "token=sentencepiece: unigram | bpe",
+                    choices=("unigram", "bpe")),
+    "sample_mb": F(20.0, "number", "token=sentencepiece: MB of the training text it learns "
+                   "from (evenly spaced windows)", 0, None, low_open=True),
     "max_tokens": F(10000, "int", "training tokens kept (<= 0: all of them)", -BIG, BIG),
     "min_freq": F(0, "int", "tokens seen fewer times become <unk> (0 keeps all)", 0, BIG),
     "num_val": F(0, "int", "timemachine: held-out tokens right after the training text", 0,
                  BIG),
+    "eval_every_steps": F(0, "int", "also evaluate every this many minibatches, on the first "
+                          "eval_tokens of the validation text (0: at epoch ends only)", 0, BIG),
+    "eval_tokens": F(0, "int", "validation tokens the evaluations during training read (0: "
+                     "all); the end of the run reads all", 0, BIG),
     "batch_size": F(32, "int", "sequences per minibatch", 1, BIG),
     "num_steps": F(35, "int", "time steps per minibatch", 1, BIG),
     "partition": F("sequential", "str", "sequential (state carried) | random (state reset "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import importlib.resources
 import os
 import signal
@@ -63,8 +64,16 @@ def data_dir_of(data_dir: str = "") -> Path:
 
 
 def sha1_of(path: Path) -> str:
+    return digest_of(path, "sha1")
+
+
+def digest_of(path: Path, algorithm: str = "sha1") -> str:
+    """The hex digest (`sha1`, `sha256`, `md5`) of a file, read in blocks."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
-        return hashlib.sha1(f.read()).hexdigest()
+        while data := f.read(1 << 22):
+            h.update(data)
+    return h.hexdigest()
 
 
 def packaged_time_machine() -> Path:
@@ -110,12 +119,21 @@ def _missing_parents(path: Path) -> list[Path]:
     return missing
 
 
-def download(url: str, dest: Path, sha1: str, timeout: float, max_seconds: float = 600.0) -> None:
+def download(
+    url: str,
+    dest: Path,
+    sha1: str | None,
+    timeout: float,
+    max_seconds: float = 600.0,
+    algorithm: str = "sha1",
+) -> None:
     """Downloads `url` to `dest` atomically: a temporary file, verified, then renamed.
 
-    `timeout` bounds each network wait, `max_seconds` the whole download. A signal, an error
-    or a wrong SHA-1 leaves nothing behind (no file, and no folder the download created);
-    the file gets the user's umask.
+    `sha1` is the expected hex digest (None: a file whose checks come after; `algorithm`:
+    sha1, or e.g. sha256 or md5 where that is what the source publishes). `timeout` bounds
+    each network wait, `max_seconds` the whole download. A signal, an error, a truncated transfer or a wrong digest leaves
+    nothing behind (no file, and no folder the download created); the file gets the user's
+    umask.
     """
     created = _missing_parents(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -126,16 +144,27 @@ def download(url: str, dest: Path, sha1: str, timeout: float, max_seconds: float
         with _signals_interrupt():
             os.fchmod(fd, 0o666 & ~files.umask())
             with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as resp:
-                digest = hashlib.sha1()
-                while chunk := resp.read(1 << 16):
-                    digest.update(chunk)
-                    f.write(chunk)
-                    if time.monotonic() > deadline:
-                        raise DataError(f"downloading {url} took over {max_seconds:.0f} s")
-        if digest.hexdigest() != sha1:
+                digest = hashlib.new(algorithm)
+                length = resp.headers.get("Content-Length")
+                got = 0
+                try:
+                    while chunk := resp.read(1 << 16):
+                        digest.update(chunk)
+                        f.write(chunk)
+                        got += len(chunk)
+                        if time.monotonic() > deadline:
+                            raise DataError(f"downloading {url} took over {max_seconds:.0f} s")
+                except http.client.IncompleteRead:
+                    pass  # said below, with the byte counts
+                if length is not None and got < int(length):
+                    raise DataError(
+                        f"the download of {url} stopped after {got:,} of {int(length):,} bytes "
+                        "(truncated); nothing was saved: run again"
+                    )
+        if sha1 is not None and digest.hexdigest() != sha1:
             raise DataError(
-                f"downloaded {url} has SHA-1 {digest.hexdigest()}, expected {sha1}; "
-                "nothing was saved"
+                f"downloaded {url} has {algorithm.upper()} {digest.hexdigest()}, expected "
+                f"{sha1}; nothing was saved"
             )
         os.replace(tmp, dest)
         done = True
@@ -155,10 +184,12 @@ def remove_empty(folders: list[Path]) -> None:
             folder.rmdir()
 
 
-def _fetch(url: str, path: Path, sha1: str, timeout: float) -> str | None:
+def _fetch(
+    url: str, path: Path, sha1: str | None, timeout: float, algorithm: str = "sha1"
+) -> str | None:
     """Downloads into `path`; None on success, else the reason it failed (one line)."""
     try:
-        download(url, path, sha1, timeout)
+        download(url, path, sha1, timeout, algorithm=algorithm)
     except DownloadStopped:
         raise
     except DataError as e:

@@ -142,6 +142,18 @@ class Vocab:
         """`text` as int32 ids, cleaned and split as the training text was (unknown -> 0)."""
         return np.asarray(self[self.tokens_of(text)], np.int32)
 
+    def decode(self, ids) -> str:
+        """Ids as text: their tokens joined (`<unk>` where a token was unknown)."""
+        return self.join(self.to_tokens(list(np.asarray(ids).reshape(-1))))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self)
+
+    def settings(self) -> dict:
+        """How text becomes this vocab's tokens (what a token file's manifest records)."""
+        return {"token": self.token, "cleaning": self.cleaning, "eos": self.eos}
+
     def split(self, prefix: str) -> list[str]:
         """A prompt's tokens without cleaning (the book's `predict_ch8`): its characters, or
         its whitespace-separated words."""

@@ -56,8 +56,9 @@ class Score:
 
     @property
     def bits_per_char(self) -> float | None:
-        """Mean bits per scored character (char models only; None for word models)."""
-        return self.loss / math.log(2) if self.token == "char" else None
+        """Mean bits per scored character or byte (char and byte models; None for word
+        and subword models)."""
+        return self.loss / math.log(2) if self.token in ("char", "byte") else None
 
 
 @functools.partial(jax.jit, static_argnames=("model", "chunk"))

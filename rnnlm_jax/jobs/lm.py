@@ -36,6 +36,11 @@ from rnnlm_jax.train.loop import TrainingError  # noqa: F401  (the LM's users kn
 
 log = logging.getLogger(__name__)
 
+EVAL_CHUNK_TOKENS = 1 << 20  # held-out tokens per compiled evaluation call
+# A test text up to this long is scored at batch 1 with one state carried through it all
+# (Zaremba et al.'s protocol); a longer one as batch_size streams, as the validation text.
+BATCH1_TEST_TOKENS = 1_000_000
+
 # Fields that fix the parameters' shapes or the vocab: a checkpoint cannot be resumed with
 # other values.
 MODEL_FIELDS = ("job", "cell", "block", "mlp_expansion", "num_hiddens", "num_layers", "num_heads",
@@ -54,13 +59,14 @@ def steps_per_epoch(config: ml_collections.ConfigDict, train_len: int) -> int:
     )
 
 
-def load_data(config: ml_collections.ConfigDict) -> corpora.Corpus:
-    """The `corpora.Corpus` of a validated `config` (train, valid, test ids and the vocab).
+def load_data(config: ml_collections.ConfigDict, cache_dir: str = "") -> corpora.Corpus:
+    """The `corpora.Corpus` of a validated `config` (train, valid, test ids and the vocab);
+    `cache_dir`: where token files go when the data's own folder cannot be written.
 
     Raises `ConfigError` if the training or validation text is too short to batch (a
     `DataError` for your own text files, whose length is the data's, not the config's).
     """
-    corpus = corpora.load(config)
+    corpus = corpora.load(corpora.CorpusSpec.from_config(config, cache_dir))
     own = config.corpus == "text"
     error = DataError if own else ConfigError
     where = f"{config.text_files}: " if own else ""
@@ -78,6 +84,19 @@ def load_data(config: ml_collections.ConfigDict) -> corpora.Corpus:
         raise error(
             f"{where}the validation text has {len(valid)} tokens, fewer than one "
             f"batch_size x num_steps minibatch (+1) needs ({hint})"
+        )
+    if config.eval_every_steps and valid is None:
+        raise ConfigError(f"config.eval_every_steps needs a validation text ({config.corpus} "
+                          "has none here)")  # fmt: skip
+    if valid is not None and config.eval_tokens > len(valid):
+        raise ConfigError(
+            f"config.eval_tokens={config.eval_tokens:,} is more than the validation text's "
+            f"{len(valid):,} tokens (0 reads all of it)"
+        )
+    if 0 < config.eval_tokens < config.batch_size * config.num_steps + 1:
+        raise ConfigError(
+            f"config.eval_tokens={config.eval_tokens} is less than one batch_size x "
+            "num_steps minibatch (+1)"
         )
     return corpus
 
@@ -206,7 +225,8 @@ class LanguageModelJob(loop.Job):
 
     def load(self) -> None:
         config = self.config
-        self.corpus = load_data(config)
+        workdir = getattr(self, "workdir", None)
+        self.corpus = load_data(config, str(workdir / "tokens") if workdir else "")
         self.vocab = self.corpus.vocab
         self.model = model_from_config(config, len(self.vocab))
         self.steps_per_epoch = steps_per_epoch(config, len(self.corpus.train))
@@ -224,14 +244,11 @@ class LanguageModelJob(loop.Job):
     def abstract_state(self):
         # The devices, the arrays on them and the traced state: here, where a signal stops
         # the run at once, not in `load` (JAX's start-up and tracing can take long).
-        config, B = self.config, self.config.batch_size
+        B = self.config.batch_size
         self.mesh = parallel.data_mesh()
         self.replicated = parallel.replicated(self.mesh)
         self.begin = self._split(begin_state(self.model, B), axis=1)  # [L, B, H]
-        self.val_batches = None
-        if self.corpus.valid is not None:
-            val = batching.eval_batches(self.corpus.valid, B, config.num_steps)
-            self.val_batches = self._split(val, axis=1)  # [N, B, T]
+        self.rows = parallel.local_rows(B)  # the minibatch rows this process reads
         abstract = step.abstract_train_state(self.model, self.config, self.steps_per_epoch)
         check_fits(self.config, abstract)
         self.flops_per_step = flops_per_step(self.config, abstract.params)
@@ -275,10 +292,41 @@ class LanguageModelJob(loop.Job):
 
     def epoch_data(self, epoch: int):
         c = self.config
-        return batching.epoch_batches(
+        return batching.EpochBatches(
             self.corpus.train, c.batch_size, c.num_steps, c.partition, c.seed, epoch,
             c.random_offset,
         )  # fmt: skip
+
+    def _global(self, x):
+        """This process's rows of host minibatches `[N, rows, T]` as global arrays."""
+        B = self.config.batch_size
+        return jax.tree.map(lambda a: parallel.from_local(a, self.mesh, 1, B), x)
+
+    def held_out_loss(self, state, ids) -> float:
+        """Mean loss over `ids` read as `batch_size` streams from offset 0, each carrying
+        its state from its start (one compiled call per about a million tokens)."""
+        c = self.config
+        batches = batching.held_out_batches(ids, c.batch_size, c.num_steps)
+        per_call = max(1, EVAL_CHUNK_TOKENS // (c.batch_size * c.num_steps))
+        carry, total = self.begin, None
+        for a in range(0, len(batches), per_call):
+            X, Y = self._global(batches.take(a, min(a + per_call, len(batches)), self.rows))
+            carry, v = step.evaluate_from(state, carry, X, Y)
+            total = v if total is None else jax.tree.map(jnp.add, total, v)
+        return float(jax.device_get(total["loss_sum"] / total["num_tokens"]))
+
+    def _held_out_record(self, prefix: str, loss: float, split: str) -> dict:
+        record = metrics.loss_record(prefix, loss)  # bits per token: per char or byte
+        words = self.corpus.words.get(split)
+        ids = getattr(self.corpus, split)
+        if words and self.vocab.token == "sentencepiece":
+            record[f"{prefix}_word_perplexity"] = math.exp(min(loss * len(ids) / words, 700))
+        return record
+
+    def evaluate_at(self, state, step_: int) -> dict:
+        valid = self.corpus.valid
+        ids = valid[: self.config.eval_tokens] if self.config.eval_tokens else valid
+        return metrics.loss_record("eval", self.held_out_loss(state, ids))
 
     def compile(self, state, carry, lengths: set[int]) -> None:
         B, T = self.config.batch_size, self.config.num_steps
@@ -290,8 +338,7 @@ class LanguageModelJob(loop.Job):
             ).compile()  # JAX keeps it: the first call of this length finds it compiled
 
     def train_chunk(self, state, carry, data, start: int, stop: int):
-        X_all, Y_all = data
-        X, Y = self._split((X_all[start:stop], Y_all[start:stop]), axis=1)  # one transfer
+        X, Y = self._global(data.take(start, stop, self.rows))  # one transfer
         state, carry, m = step.train_chunk(
             state, carry, X, Y, self.begin, reset_each_batch=self.config.partition == "random"
         )
@@ -319,14 +366,21 @@ class LanguageModelJob(loop.Job):
             "tokens_per_sec": sums["num_tokens"] / seconds,
             "seconds": seconds,
         }
-        if self.val_batches is not None:
-            v = jax.device_get(step.evaluate(state, *self.val_batches, self.begin))
-            record.update(metrics.loss_record("eval", float(v["loss_sum"] / v["num_tokens"])))
-        if epoch == self.config.num_epochs and self.corpus.test is not None:
-            # Every process: the params are global arrays. Batch 1, the state carried
-            # through the whole test text: one compiled scan.
-            log_probs = scoring.token_log_probs(self.model, state.params, self.corpus.test)
-            record.update(metrics.loss_record("test", -float(jax.numpy.mean(log_probs))))
+        last = epoch == loop.num_epochs(self)
+        valid, test = self.corpus.valid, self.corpus.test
+        if valid is not None:
+            # The last epoch reads the whole validation text; the others eval_tokens of it.
+            ids = valid if last or not self.config.eval_tokens else valid[: self.config.eval_tokens]
+            record.update(self._held_out_record("eval", self.held_out_loss(state, ids), "valid"))
+        if last and test is not None:
+            # Every process: the params are global arrays.
+            if len(test) <= BATCH1_TEST_TOKENS:  # batch 1, the state carried throughout
+                log_probs = scoring.token_log_probs(self.model, state.params, np.asarray(test))
+                loss = -float(jax.numpy.mean(log_probs))
+            else:  # a long test text: batch_size streams, as the validation text
+                loss = self.held_out_loss(state, test)
+                record["test_streams"] = self.config.batch_size
+            record.update(self._held_out_record("test", loss, "test"))
         return metrics.with_legacy_keys(record)
 
     def _predict(self, state, prefix: str) -> str:
@@ -363,7 +417,25 @@ class LanguageModelJob(loop.Job):
         )
         for text in extras["continuations"]:
             log.info(text)
-        log.info(trained_line(start_epoch, self.config.num_epochs, result.train_seconds))
+        unit = {"char": "character", "byte": "byte"}.get(self.vocab.token)
+        bits = [f"{name} {last[f'{key}_bits_per_token']:.4f} bits per {unit}"
+                for name, key in (("validation", "eval"), ("test", "test"))
+                if f"{key}_bits_per_token" in last and unit]  # fmt: skip
+        words = [f"{name} perplexity per word {last[f'{key}_word_perplexity']:.2f}"
+                 for name, key in (("validation", "eval"), ("test", "test"))
+                 if f"{key}_word_perplexity" in last]  # fmt: skip
+        if self.vocab.token in ("char", "byte"):
+            extras["test_bpc"] = last.get("test_bits_per_token")
+            extras["val_bpc"] = last.get("eval_bits_per_token")
+        extras["test_word_perplexity"] = last.get("test_word_perplexity")
+        if bits or words:
+            log.info(", ".join(bits + words))
+        if self.config.train_steps:
+            log.info(f"trained to step {last.get('step', 0):,} of config.train_steps="
+                     f"{self.config.train_steps:,} ({result.train_seconds:.1f} s in this "
+                     "process)")  # fmt: skip
+        else:
+            log.info(trained_line(start_epoch, loop.num_epochs(self), result.train_seconds))
 
 
 def trained_line(start_epoch: int, num_epochs: int, seconds: float) -> str:

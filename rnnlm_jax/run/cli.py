@@ -43,6 +43,9 @@ class ConsoleHandler(logging.Handler):
             print(message, file=stream, flush=True)
 
 
+_UNIT = {"char": "character", "byte": "byte"}  # what bits are counted per
+
+
 def setup_logging() -> None:
     """Shows the library's messages on the terminal (a library user's own code decides
     for itself: without a handler, info is silent and warnings reach stderr)."""
@@ -301,7 +304,8 @@ def score(
             loss, count = scoring.window_loss(model, params, ids, window)
         except ValueError as e:
             raise ConfigError(f"--window={window}: {e}") from None
-        bits = f", {loss / math.log(2):.4f} bits per character" if vocab.token == "char" else ""
+        bits = (f", {loss / math.log(2):.4f} bits per {_UNIT[vocab.token]}"
+                if vocab.token in _UNIT else "")  # fmt: skip
         print(f"loss {loss:.4f} nats per token (perplexity {math.exp(loss):.4f}{bits}) over "
               f"{count} targets in windows of {window} {vocab.token} tokens, each from a fresh "
               "state", flush=True)  # fmt: skip
@@ -323,7 +327,7 @@ def score(
     bpc = result.bits_per_char
     print(
         f"perplexity {result.perplexity:.4f} over {result.num_scored} {vocab.token} tokens"
-        + (f" ({bpc:.4f} bits per character)" if bpc is not None else "")
+        + (f" ({bpc:.4f} bits per {_UNIT[vocab.token]})" if bpc is not None else "")
         + f"; the first token, {result.tokens[0]!r}, is context only (not scored)",
         flush=True,
     )

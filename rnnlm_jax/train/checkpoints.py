@@ -37,6 +37,7 @@ from pathlib import Path
 import jax
 import ml_collections
 
+from rnnlm_jax.data import tokenizers
 from rnnlm_jax.data.vocab import Vocab
 from rnnlm_jax.files import write_json_atomic
 from rnnlm_jax.train import workdir as workdirs
@@ -332,6 +333,6 @@ def read_vocab(workdir: str | Path, token: str = "char") -> Vocab:
     if not path.is_file():
         raise CheckpointError(f"{path} is missing: is {workdir} a workdir of rnnlm_jax?")
     try:
-        return Vocab.load(path, token)
+        return tokenizers.load(path, token)
     except (OSError, ValueError) as e:
         raise CheckpointError(str(e)) from None

@@ -122,8 +122,14 @@ class Job:
 
     def end_epoch(self, state, epoch: int, sums: dict, seconds: float) -> dict:
         """The record of epoch `epoch` (1-based) from its summed chunk `sums`: evaluates,
-        raises `TrainingError` if training diverged. Must hold `"epoch": epoch`."""
+        raises `TrainingError` if training diverged. Must hold `"epoch": epoch`. The run's
+        last epoch (which `train_steps` may end early) is `epoch == loop.num_epochs(job)`."""
         return {"epoch": epoch, **sums, "seconds": seconds}
+
+    def evaluate_at(self, state, step: int) -> dict:
+        """The record of an evaluation every `eval_every_steps` minibatches (mid-epoch):
+        e.g. the loss on a fixed prefix of the validation text."""
+        return {}
 
     def log_epoch(self, state, record: dict, logger: metrics.MetricsLogger) -> None:
         """Prints (and logs) what the job shows every `log_every_epochs` epochs."""
@@ -151,17 +157,39 @@ class RunResult:
     extras: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
+def total_steps(job: Job) -> int:
+    """The minibatches the run trains: `train_steps` when set (it bounds the run instead of
+    `num_epochs`), else `num_epochs` whole epochs."""
+    steps = job.config.get("train_steps", 0)
+    return steps if steps else job.config.num_epochs * job.steps_per_epoch
+
+
+def num_epochs(job: Job) -> int:
+    """The epochs the run starts (the last one may stop early, at `train_steps`)."""
+    return -(-total_steps(job) // job.steps_per_epoch)
+
+
+def epoch_steps(job: Job, epoch: int) -> int:
+    """Minibatches of epoch `epoch` (0-based) the run trains."""
+    return min(job.steps_per_epoch, total_steps(job) - epoch * job.steps_per_epoch)
+
+
+def _every(config) -> list[int]:
+    """The step intervals the loop stops at between chunks (checkpoints, evaluations)."""
+    return [e for e in (config.checkpoint_every_steps, config.get("eval_every_steps", 0)) if e]
+
+
 def chunk_bounds(job: Job, epoch: int) -> list[tuple[int, int]]:
     """The `(start, stop)` minibatch ranges epoch `epoch` (0-based) runs as: cut every
     `steps_per_chunk` minibatches (0: sized to `CHUNK_FLOPS`) and at every multiple of
-    `checkpoint_every_steps` counted from the run's first minibatch. Only the config
-    decides them, so a resumed run cuts where an uninterrupted one does."""
-    n, config = job.steps_per_epoch, job.config
+    `checkpoint_every_steps` and of `eval_every_steps` counted from the run's first
+    minibatch; the run's last epoch ends at `train_steps`. Only the config decides them, so
+    a resumed run cuts where an uninterrupted one does."""
+    n, config = epoch_steps(job, epoch), job.config
     size = config.steps_per_chunk or auto_chunk(job)
     cuts = set(range(size, n, size))
-    every = config.checkpoint_every_steps
-    if every:
-        first = epoch * n
+    first = epoch * job.steps_per_epoch
+    for every in _every(config):
         cuts |= {s - first for s in range(every * (first // every + 1), first + n, every)}
     edges = [0, *sorted(cuts), n]
     return list(zip(edges[:-1], edges[1:]))
@@ -169,12 +197,14 @@ def chunk_bounds(job: Job, epoch: int) -> list[tuple[int, int]]:
 
 def chunk_lengths(job: Job, start_epoch: int) -> set[int]:
     """Every chunk length from epoch `start_epoch` on. The cuts repeat every
-    `every / gcd(steps_per_epoch, every)` epochs (`every` = `checkpoint_every_steps`), or
-    every epoch without them, so those epochs say all."""
-    every, n = job.config.checkpoint_every_steps, job.steps_per_epoch
-    period = every // math.gcd(n, every) if every else 1
-    last = min(job.config.num_epochs, start_epoch + period)
-    return {b - a for epoch in range(start_epoch, last) for a, b in chunk_bounds(job, epoch)}
+    `every / gcd(steps_per_epoch, every)` epochs for each interval `every` (or every epoch
+    without them), so those epochs, and the last, say all."""
+    n, period = job.steps_per_epoch, 1
+    for every in _every(job.config):
+        period = math.lcm(period, every // math.gcd(n, every))
+    end = num_epochs(job)
+    epochs = set(range(start_epoch, min(end, start_epoch + period))) | {end - 1}
+    return {b - a for epoch in epochs if epoch >= start_epoch for a, b in chunk_bounds(job, epoch)}
 
 
 def auto_chunk(job: Job) -> int:
@@ -268,7 +298,8 @@ class _Run:
             log.info(f"resuming {workdir} {where}{notes}")
         else:
             state, carry = job.init_state(), begin
-        trains = start_epoch < config.num_epochs
+        self.num_epochs = num_epochs(job)
+        trains = start_epoch < self.num_epochs
         if trains and self.main:
             for line in job.describe():
                 log.info(line, extra={"stderr": True})
@@ -338,16 +369,25 @@ class _Run:
 
     def _train(self, state, carry, begin, start_epoch, position, sums, logger):
         job, config = self.job, self.config
-        progress = metrics.Progress(config.num_epochs)
+        progress = metrics.Progress(self.num_epochs)
         best = min((metrics.value(r, job.best_key) for r in logger.history
                     if metrics.value(r, job.best_key) is not None), default=math.inf)  # fmt: skip
         last_save = time.monotonic()
         self.last_saved = (start_epoch, position)
         every_minutes = config.checkpoint_every_minutes
-        for epoch in range(start_epoch, config.num_epochs):
+        if config.get("train_steps", 0) and start_epoch == 0 and position == 0:
+            log.info(f"config.train_steps={config.train_steps} bounds the run (config.num_epochs "
+                     f"is not read): {self.num_epochs} epoch(s) of {job.steps_per_epoch} "
+                     "minibatches, the last one cut short" if config.train_steps %
+                     job.steps_per_epoch else f"config.train_steps={config.train_steps} bounds "
+                     f"the run (config.num_epochs is not read): {self.num_epochs} epoch(s)",
+                     extra={"stderr": True})  # fmt: skip
+        eval_every = config.get("eval_every_steps", 0)
+        for epoch in range(start_epoch, self.num_epochs):
             data = job.epoch_data(epoch)
             bounds = chunk_bounds(job, epoch)
             long_epoch = len(bounds) > 1
+            steps = epoch_steps(job, epoch)
             if epoch > start_epoch:
                 position, sums, carry = 0, {}, begin
             seconds = sums.pop("_seconds", 0.0) if sums else 0.0
@@ -362,8 +402,12 @@ class _Run:
                 position = stop
                 self.stop.arm()  # from now on a signal saves before stopping
                 step = self._step(epoch, position)
-                if position == job.steps_per_epoch:
+                if position == steps:
                     break  # the epoch's end saves below, after its evaluation
+                if eval_every and step % eval_every == 0:
+                    logger.write_step(
+                        {"epoch": epoch, "step": step, **job.evaluate_at(state, step)}
+                    )
                 if long_epoch:
                     shown = job.chunk_record(part, elapsed)
                     logger.write_progress(
@@ -383,13 +427,13 @@ class _Run:
                 if stopping:
                     return state, stopping
             record = job.end_epoch(state, epoch + 1, sums, seconds)
-            record = {"epoch": record["epoch"], "step": self._step(epoch + 1, 0), **record}
+            record = {"epoch": record["epoch"], "step": self._step(epoch, steps), **record}
             logger.write(record)
             progress.update(record)
             if (epoch + 1) % config.log_every_epochs == 0:
                 job.log_epoch(state, record, logger)
-            done = epoch + 1 == config.num_epochs
-            step = self._step(epoch + 1, 0)
+            done = epoch + 1 == self.num_epochs
+            step = self._step(epoch, steps)
             if self.best_saver is not None and record.get(job.best_key, math.inf) < best:
                 best = record[job.best_key]
                 self._save(self.best_saver, state, None, epoch + 1, 0, {})

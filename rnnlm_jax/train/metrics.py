@@ -84,6 +84,9 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+STEP_KIND = "kind"  # the key that marks a mid-epoch evaluation's record
+
+
 class MetricsLogger:
     """Appends each epoch's record to `metrics.jsonl` and to TensorBoard event files (every
     number in it but the epoch, as a scalar), and each chunk's record of a long epoch to
@@ -99,11 +102,18 @@ class MetricsLogger:
         self, workdir: Path, start_epoch: int = 0, write: bool = True, resume_step: int = 0
     ):
         path = Path(workdir) / METRICS_FILE
-        self.history = [r for r in read_jsonl(path) if r["epoch"] <= start_epoch]
+        kept = [
+            r
+            for r in read_jsonl(path)
+            if (r["step"] <= resume_step if r.get(STEP_KIND) else r["epoch"] <= start_epoch)
+        ]
+        # The epochs' records; the evaluations every eval_every_steps stay in the file.
+        self.history = [r for r in kept if not r.get(STEP_KIND)]
+        self.steps = [r for r in kept if r.get(STEP_KIND)]
         self._file = self._tb = self._progress = None
         if write:
             # A new file (atomically; never through a link), then appended to.
-            write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in self.history))
+            write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
             self._file = open_append(path)
             if extras.usable("tensorboardX", "TensorBoard events (metrics.jsonl has them all)"):
                 from tensorboardX import SummaryWriter  # event files without TensorFlow
@@ -130,6 +140,20 @@ class MetricsLogger:
                 number = isinstance(value, (int, float)) and not isinstance(value, bool)
                 if number and key not in ("epoch", "step", *LEGACY_KEYS):
                     self._tb.add_scalar(key, value, x)
+
+    def write_step(self, record: dict[str, Any]) -> None:
+        """Appends a mid-epoch evaluation's record (`epoch`: the epochs completed, `step`)
+        to `metrics.jsonl`, marked `"kind": "step"`, and its numbers to TensorBoard."""
+        record = {**record, STEP_KIND: "step"}
+        self.steps.append(record)
+        if self._file:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        if self._tb:
+            for key, value in record.items():
+                number = isinstance(value, (int, float)) and not isinstance(value, bool)
+                if number and key not in ("epoch", "step", *LEGACY_KEYS):
+                    self._tb.add_scalar(key, value, record["step"])
 
     def write_progress(self, record: dict[str, Any]) -> None:
         """Appends a chunk's record (it holds `epoch`, `step` and `position`)."""

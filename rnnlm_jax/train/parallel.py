@@ -101,3 +101,22 @@ def agreed_signal(name: str | None) -> str | None:
 def is_main_process() -> bool:
     """Process 0 writes the logs, metrics and plots; every process saves checkpoints."""
     return jax.process_index() == 0
+
+
+def local_rows(batch_size: int) -> slice:
+    """The rows of a global minibatch of `batch_size` that this process hands over (its
+    devices' share, in process order)."""
+    per_process = batch_size // jax.process_count()
+    start = jax.process_index() * per_process
+    return slice(start, start + per_process)
+
+
+def from_local(local: np.ndarray, mesh: Mesh, axis: int, batch_size: int) -> jax.Array:
+    """This process's rows `local_rows(batch_size)` (along `axis`) as one global array: a
+    process reads only its own rows of the data."""
+    shape = list(local.shape)
+    shape[axis] = batch_size
+    sharding = batch_sharded(mesh, local.ndim, axis)
+    if jax.process_count() == 1:
+        return jax.device_put(local, sharding)
+    return jax.make_array_from_process_local_data(sharding, local, tuple(shape))

@@ -60,7 +60,7 @@ def lr_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int = 1):
     """The learning rate `config` describes, as a number (constant) or an optax schedule of
     the step: `warmup_steps` linear from 0, then `constant` (times Zaremba et al.'s
     `lr_decay` per epoch, if set), or `cosine` / `linear` decay to `final_lr_fraction * lr`
-    at the last step (`num_epochs * steps_per_epoch`)."""
+    at the last step (`train_steps` when set, else `num_epochs * steps_per_epoch`)."""
     lr, warmup = config.lr, config.warmup_steps
     kind = config.get("lr_schedule", "constant")
     if kind == "constant":
@@ -72,7 +72,8 @@ def lr_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int = 1):
         return optax.join_schedules(
             [optax.linear_schedule(0.0, lr, warmup), lambda t: rest(t + warmup)], [warmup]
         )
-    total = max(config.num_epochs * steps_per_epoch, warmup + 1)
+    steps = config.get("train_steps", 0) or config.num_epochs * steps_per_epoch
+    total = max(steps, warmup + 1)
     end = lr * config.final_lr_fraction
     if kind == "cosine":
         decay = optax.cosine_decay_schedule(lr, total - warmup, end / lr)
@@ -300,12 +301,7 @@ minibatches from `begin_state`: `(state, X_all, Y_all, begin_state) -> (state, m
 """
 
 
-@jax.jit
-def evaluate(state: TrainState, X_all: jax.Array, Y_all: jax.Array, begin_state: State):
-    """Held-out loss, dropout off: the state is carried through the stacked minibatches
-    `X_all, Y_all` int32 `[N, B, T]` (sequential order). Returns device scalars
-    `loss_sum` and `num_tokens`."""
-
+def _evaluate_from(state: TrainState, carry: State, X_all: jax.Array, Y_all: jax.Array):
     def body(carry, batch):
         X, Y = batch
         loss, carry = loss_fn(
@@ -313,5 +309,20 @@ def evaluate(state: TrainState, X_all: jax.Array, Y_all: jax.Array, begin_state:
         )
         return carry, loss * Y.size
 
-    _, losses = jax.lax.scan(body, begin_state, (X_all, Y_all))
-    return {"loss_sum": losses.sum(), "num_tokens": jnp.asarray(Y_all.size, jnp.float32)}
+    carry, losses = jax.lax.scan(body, carry, (X_all, Y_all))
+    sums = {"loss_sum": losses.sum(), "num_tokens": jnp.asarray(Y_all.size, jnp.float32)}
+    return carry, sums
+
+
+@jax.jit
+def evaluate(state: TrainState, X_all: jax.Array, Y_all: jax.Array, begin_state: State):
+    """Held-out loss, dropout off: the state is carried through the stacked minibatches
+    `X_all, Y_all` int32 `[N, B, T]` (sequential order). Returns device scalars
+    `loss_sum` and `num_tokens`."""
+    return _evaluate_from(state, begin_state, X_all, Y_all)[1]
+
+
+evaluate_from = jax.jit(_evaluate_from)
+evaluate_from.__doc__ = """`evaluate` from the hidden state `carry`, returning the state after
+the last minibatch too: `(state, carry, X_all, Y_all) -> (carry, sums)`, so a held-out text
+too large for one call is read a chunk of minibatches at a time, its state carried."""
