@@ -131,9 +131,9 @@ def download(
 
     `sha1` is the expected hex digest (None: a file whose checks come after; `algorithm`:
     sha1, or e.g. sha256 or md5 where that is what the source publishes). `timeout` bounds
-    each network wait, `max_seconds` the whole download. A signal, an error, a truncated transfer or a wrong digest leaves
-    nothing behind (no file, and no folder the download created); the file gets the user's
-    umask.
+    each network wait, `max_seconds` the whole download. A signal, an error, a truncated
+    transfer or a wrong digest leaves nothing behind (no file, and no folder the download
+    created); the file gets the user's umask.
     """
     created = _missing_parents(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
