@@ -133,6 +133,7 @@ class SentencePieceTokenizer:
             )
         except RuntimeError as e:
             reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            reason = reason.rsplit("] ", 1)[-1]  # sentencepiece's source line and check
             raise TokenizerError(
                 f"sentencepiece cannot learn {vocab_size} {model_type} pieces from this "
                 f"text ({len(sample):,} lines): {reason}"
@@ -170,8 +171,11 @@ class SentencePieceTokenizer:
         """`text`'s pieces, every line end as `</s>` (the last line only if it ends in
         one)."""
         lines = normalize_text(text).split("\n")
+        ends_line = lines[-1] == ""
+        if ends_line:
+            lines.pop()
         ids = self.encode_lines(lines)
-        return ids if text.endswith("\n") or not len(ids) else ids[:-1]
+        return ids if ends_line or not len(ids) else ids[:-1]
 
     def decode(self, ids) -> str:
         ids = [int(i) for i in np.asarray(ids).reshape(-1)]

@@ -124,7 +124,10 @@ class RNNModel(nn.Module):
         head = head_initializers(self.initializer, self.init_scale, self.num_hiddens)
         if self.tie_embeddings:
             self.head_bias = self.param(
-                "head_bias", head["bias_init"], (self.vocab_size,), jnp.float32
+                "head_bias",
+                head.get("bias_init", nn.initializers.zeros_init()),  # flax's: zeros
+                (self.vocab_size,),
+                jnp.float32,
             )
         elif self.impl != "flax":  # the same parameters, a faster backward pass (`head`)
             self.dense = Dense(self.vocab_size, dtype=self.dtype, **head)
