@@ -7,7 +7,8 @@ process): training tokens/sec and wall seconds of each, and their ratio.
 Everything after `--` goes to each checkout's `main.py` (a fresh temporary workdir per
 run). Training tokens/sec is the median over a run's epochs after the first (which
 compiles), read from its `metrics.jsonl`; wall seconds is the whole command's. Prints every
-run, then the medians and the ratios B / A.
+run, then the medians and the ratios B / A, and whether every run printed the same results
+(its stdout without the timing lines) and logged the same losses, bit for bit.
 """
 
 from __future__ import annotations
@@ -35,7 +36,12 @@ def run(checkout: Path, args: list[str]) -> dict:
         ]
     records = [x for x in records if not x.get("kind")]  # epochs, not mid-epoch evaluations
     rates = [x["tokens_per_sec"] for x in records[1:]] or [records[0]["tokens_per_sec"]]
-    return {"tokens_per_sec": statistics.median(rates), "wall_s": wall}
+    timing = ("tokens/sec", "trained ")
+    printed = [line for line in r.stdout.splitlines() if not any(t in line for t in timing)]
+    losses = [{k: v for k, v in x.items() if k.endswith(("_loss", "_perplexity"))}
+              for x in records]  # fmt: skip
+    return {"tokens_per_sec": statistics.median(rates), "wall_s": wall,
+            "results": json.dumps([printed, losses])}  # fmt: skip
 
 
 def main():
@@ -55,12 +61,14 @@ def main():
                   f"{r['wall_s']:.1f} s wall", flush=True)  # fmt: skip
     med = {side: {k: statistics.median(r[k] for r in runs) for k in ("tokens_per_sec", "wall_s")}
            for side, runs in results.items()}  # fmt: skip
-    summary = {"command": command, "runs": results, "median": med,
+    same = len({r.pop("results") for runs in results.values() for r in runs}) == 1
+    summary = {"command": command, "runs": results, "median": med, "same_results": same,
                "tokens_per_sec_b_over_a": med["b"]["tokens_per_sec"] / med["a"]["tokens_per_sec"],
                "wall_b_over_a": med["b"]["wall_s"] / med["a"]["wall_s"]}  # fmt: skip
     print(f"median tokens/sec A {med['a']['tokens_per_sec']:,.0f}, B "
           f"{med['b']['tokens_per_sec']:,.0f}: B/A {summary['tokens_per_sec_b_over_a']:.3f}; "
-          f"wall B/A {summary['wall_b_over_a']:.3f}")  # fmt: skip
+          f"wall B/A {summary['wall_b_over_a']:.3f}; results "
+          + ("identical in every run" if same else "DIFFER between runs"))  # fmt: skip
     if args.out:
         Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
 

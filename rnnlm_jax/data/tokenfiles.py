@@ -31,6 +31,7 @@ import logging
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -291,8 +292,8 @@ class _Encoder:
                     table[ord(t)] = i
             self.table = table
         elif settings.token == "word":
-            self.ids = tokenizer.token_to_idx
-            self.unk = tokenizer.unk
+            self.ids = _Ids(tokenizer.token_to_idx)
+            self.ids.unk = tokenizer.unk
 
     def __call__(self, block, last: bool) -> np.ndarray:
         token = self.settings.token
@@ -302,8 +303,7 @@ class _Encoder:
             return self.table[_code_points(block)]
         if token == "word":
             words = _words(block)
-            get, unk = self.ids.get, self.unk
-            return np.fromiter((get(w, unk) for w in words), self.dtype, len(words))
+            return np.fromiter(map(self.ids.__getitem__, words), self.dtype, len(words))
         lines = block.split("\n")
         ends_line = lines[-1] == ""
         if ends_line:
@@ -312,6 +312,16 @@ class _Encoder:
         if not ends_line and len(ids):
             ids = ids[:-1]  # the block ends mid-line (the text's end, or a very long line)
         return ids.astype(self.dtype, copy=False)
+
+
+class _Ids(dict):
+    """Word -> id, `unk` for a word it lacks (looked up at C speed: `__missing__` runs only
+    for unknown words)."""
+
+    unk = 0
+
+    def __missing__(self, key):
+        return self.unk
 
 
 def _word_count(text: str) -> int:
@@ -453,13 +463,19 @@ def open_or_build(
         else:
             log.info(f"tokenizing into {folder / name}.ids (once; later runs read it)",
                      extra={"stderr": True})  # fmt: skip
+        began = time.perf_counter()
         manifest = _build(parts, settings, wanted, folder, name)
+        seconds = time.perf_counter() - began
+        size = sum(s["range"][1] - s["range"][0] for s in manifest["sources"])
+        log.info(f"tokenized {size / 1e6:,.1f} MB into {manifest['num_tokens']:,} "
+                 f"{settings.token} tokens in {seconds:.1f} s ({size / 1e6 / seconds:,.1f} "
+                 "MB/s)", extra={"stderr": True})  # fmt: skip
         return TokenFile(folder / f"{name}.ids", manifest)
 
 
 def _build(parts: list[Part], settings: Settings, wanted: dict, folder: Path, name: str) -> dict:
     train = [p for p in parts if p.split in ("train", "all")]
-    if settings.fractions and settings.token in ("char", "word"):
+    if settings.fractions and any(settings.fractions) and settings.token in ("char", "word"):
         # The vocab is the training share's: count every token once to find its end.
         total = _count_total(parts, settings)
         limit = total - int(total * settings.fractions[0]) - int(total * settings.fractions[1])
