@@ -254,8 +254,11 @@ def test_bad_values_of_the_step_clock_and_the_tokenizers(enwik8_dir, tmp_path):
     assert_one_error(r, 1, "sentencepiece cannot learn 10")
     r = run_main(f"{WIKITEXT}:subword,smoke", w, "--config.vocab_size=0",
                  f"--workdir={tmp_path / 'f'}")  # fmt: skip
-    assert_one_error(r, 1, "vocab_size > 0")
-    for name in "acef":
+    assert_one_error(r, 2, "vocab_size > 0")
+    r = run_main(f"--config={ROOT / 'configs' / 'timemachine.py'}:smoke", "--config.token=byte",
+                 f"--workdir={tmp_path / 'g'}")  # fmt: skip
+    assert_one_error(r, 2, "token='byte'", "token files")
+    for name in "acefg":
         assert not (tmp_path / name).exists()
 
 

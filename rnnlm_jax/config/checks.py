@@ -56,6 +56,17 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             "train,valid,test (valid and test may be left empty)",
         )
     _check(
+        config.token in ("char", "word")
+        or config.corpus not in ("timemachine", "ptb", "shakespeare"),
+        f"config.token={config.token!r} reads through token files: use it with "
+        f"config.corpus='text' or a named corpus (enwik8, text8, wikitext...); "
+        f"{config.corpus} reads char or word tokens",
+    )
+    _check(
+        config.token != "sentencepiece" or config.vocab_size > 0,
+        "config.token='sentencepiece' needs config.vocab_size > 0 (its number of pieces)",
+    )
+    _check(
         config.valid_fraction + config.test_fraction < 0.5 or config.corpus != "text",
         f"config.valid_fraction + config.test_fraction = "
         f"{config.valid_fraction + config.test_fraction:g} leaves less than half the text "

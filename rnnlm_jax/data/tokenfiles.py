@@ -25,7 +25,6 @@ import dataclasses
 import errno
 import fcntl
 import hashlib
-import itertools
 import json
 import logging
 import os
@@ -545,10 +544,14 @@ def _build(parts: list[Part], settings: Settings, wanted: dict, folder: Path, na
 
 
 def _with_last(blocks):
-    a, b = itertools.tee(blocks)
-    next(b, None)
-    for x, nxt in itertools.zip_longest(a, b, fillvalue=_END):
-        yield x, nxt is _END
+    """`(block, is_last)` pairs, holding one block ahead (`itertools.tee` would hold up to
+    57 blocks: its buffer is freed a chunk at a time)."""
+    it = iter(blocks)
+    block = next(it, _END)
+    while block is not _END:
+        after = next(it, _END)
+        yield block, after is _END
+        block = after
 
 
 _END = object()
