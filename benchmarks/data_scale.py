@@ -15,8 +15,8 @@ model on tiny Shakespeare (A B C A B C, fresh processes), with the matmul peak o
 machine measured in the same run and each rate's GFLOP/s as a fraction of it.
 
 The generated text: words of English-like letter frequencies drawn from a Zipf law over a
-267,735-word vocabulary, capitalised at sentence starts, with commas and full stops between spaces and
-paragraph line ends (WikiText's shape); the same seed gives the same bytes.
+267,735-word vocabulary, capitalised at sentence starts, commas and full stops between
+spaces, paragraph line ends (WikiText's shape); the same seed gives the same bytes.
 """
 
 from __future__ import annotations
