@@ -428,7 +428,9 @@ class LanguageModelJob(loop.Job):
             extras["test_bpc"] = last.get("test_bits_per_token")
             extras["val_bpc"] = last.get("eval_bits_per_token")
         extras["test_word_perplexity"] = last.get("test_word_perplexity")
-        if bits or words:
+        if (bits or words) and self.config.corpus not in corpora.IN_MEMORY:
+            # The research corpora's own figures (the book's, PTB's and tiny Shakespeare's
+            # jobs print what they always have; their records hold bits per token too).
             log.info(", ".join(bits + words))
         if self.config.train_steps:
             log.info(f"trained to step {last.get('step', 0):,} of config.train_steps="
