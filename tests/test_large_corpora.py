@@ -272,3 +272,17 @@ def test_train_steps_wins_over_num_epochs_and_says_so(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "config.train_steps=7 bounds the run (config.num_epochs is not read)" in r.stderr
     assert records(tmp_path / "w")[-1]["step"] == 7
+
+
+def test_text8_is_split_by_bytes_as_characters(tmp_path):
+    (tmp_path / "text8").mkdir()
+    words = b" anarchism originated as a term of abuse first used against early working class"
+    with open(tmp_path / "text8" / "text8", "wb") as f:
+        f.write((words * (100_000_000 // len(words) + 1))[:100_000_000])
+    corpus = corpora.load(corpora.CorpusSpec(corpus="text8", token="char", max_tokens=-1,
+                                             data_dir=str(tmp_path)))  # fmt: skip
+    assert (len(corpus.train), len(corpus.valid), len(corpus.test)) == (
+        90_000_000, 5_000_000, 5_000_000)  # fmt: skip
+    expected = (words * 2)[90_000_000 % len(words) :][:10].decode()
+    assert corpus.vocab.decode(corpus.valid[:10]) == expected
+    assert isinstance(corpus.train, np.memmap) and corpus.train.dtype == np.uint8
