@@ -1,11 +1,15 @@
-"""Data: where corpora come from (`sources`), what they are (`corpora`), their tokens
-(`vocab`) and their minibatches (`batching`). `rnnlm_jax.data` itself offers the names of
-all of them that research code uses (`load_corpus`, `epoch_batches`, `Vocab`, ...)."""
+"""Data, in the order it flows: where corpora come from (`sources`, `archives`), text read
+in blocks (`textstream`), tokens (`vocab`, `tokenizers`), token files (`tokenfiles`),
+minibatches (`batching`), and which corpus a run reads (`corpora`). `rnnlm_jax.data` itself
+offers the names research code uses (`load_corpus`, `epoch_batches`, `EpochBatches`,
+`Vocab`, the tokenizers, ...)."""
 
 from rnnlm_jax.data.batching import (  # noqa: F401
     PARTITIONS,
+    EpochBatches,
     epoch_batches,
     eval_batches,
+    held_out_batches,
     load_corpus,
     num_batches_per_epoch,
     seq_data_iter_random,
@@ -20,5 +24,10 @@ from rnnlm_jax.data.sources import (  # noqa: F401
     download,
     find_time_machine,
     sha1_of,
+)
+from rnnlm_jax.data.tokenizers import (  # noqa: F401
+    TOKENIZERS,
+    ByteTokenizer,
+    SentencePieceTokenizer,
 )
 from rnnlm_jax.data.vocab import TOKEN_TYPES, Vocab, clean_lines, tokenize  # noqa: F401
