@@ -16,6 +16,8 @@ model inside it, base64) and `load` reads any of them back.
 from __future__ import annotations
 
 import base64
+import hashlib
+import io
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -105,8 +107,6 @@ class SentencePieceTokenizer:
         """Learns `vocab_size` pieces from `lines` (a bounded sample of the training text:
         sentencepiece holds what it learns from in memory). `TokenizerError` with
         sentencepiece's reason when the text cannot give that many pieces."""
-        import io
-
         import sentencepiece as spm
 
         if model_type not in MODEL_TYPES:
@@ -152,11 +152,8 @@ class SentencePieceTokenizer:
         return [self.sp.id_to_piece(i) for i in range(len(self))]
 
     def settings(self) -> dict:
-        trainer = self.sp.serialized_model_proto()
-        import hashlib
-
-        return {"token": "sentencepiece", "vocab_size": len(self),
-                "model_sha1": hashlib.sha1(trainer).hexdigest()}  # fmt: skip
+        model_sha1 = hashlib.sha1(self.model_proto).hexdigest()
+        return {"token": "sentencepiece", "vocab_size": len(self), "model_sha1": model_sha1}
 
     def encode_lines(self, lines: list[str]) -> np.ndarray:
         """Every line's pieces followed by `</s>`, one array."""
