@@ -188,11 +188,11 @@ def test_a_full_disk_is_one_error_and_leaves_nothing(text_file, tmp_path, monkey
     real = tokenfiles._Encoder.__call__
     calls = []
 
-    def filling(self, block, last):
+    def filling(self, block):
         calls.append(1)
         if len(calls) > 1:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(self, block, last)
+        return real(self, block)
 
     monkeypatch.setattr(tokenfiles._Encoder, "__call__", filling)
     monkeypatch.setattr(textstream, "BLOCK_BYTES", 257)

@@ -38,7 +38,7 @@ import numpy as np
 
 from rnnlm_jax import files
 from rnnlm_jax.data import textstream
-from rnnlm_jax.data.sources import DataError
+from rnnlm_jax.data.sources import DataError, digest_of
 from rnnlm_jax.data.tokenizers import (
     ByteTokenizer,
     SentencePieceTokenizer,
@@ -123,14 +123,6 @@ def dtype_for(vocab_size: int) -> np.dtype:
     raise DataError(f"a vocab of {vocab_size:,} tokens is too large")
 
 
-def sha1_file(path: Path, block: int = 16 << 20) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        while data := f.read(block):
-            h.update(data)
-    return h.hexdigest()
-
-
 # ----------------------------------------------------------------------------
 # Streaming tokens.
 
@@ -213,10 +205,9 @@ def _count_tokens(parts: list[Part], settings: Settings, limit: int | None = Non
 
 
 def _word_vocab(counter: collections.Counter, min_freq: int, settings: Settings) -> Vocab:
-    vocab = Vocab(token="word", cleaning=settings.cleaning, eos=True)
-    vocab.token_freqs = sorted(counter.items(), key=lambda kv: kv[1], reverse=True)
+    """`Vocab`'s order: by count, ties by first appearance (the counter's order)."""
     tokens = ["<unk>"]
-    for tok, freq in vocab.token_freqs:
+    for tok, freq in sorted(counter.items(), key=lambda kv: kv[1], reverse=True):
         if freq < min_freq:
             break
         if tok != "<unk>":
@@ -294,7 +285,7 @@ class _Encoder:
             self.ids = _Ids(tokenizer.token_to_idx)
             self.ids.unk = tokenizer.unk
 
-    def __call__(self, block, last: bool) -> np.ndarray:
+    def __call__(self, block) -> np.ndarray:
         token = self.settings.token
         if token == "byte":
             return np.frombuffer(block, np.uint8).astype(self.dtype, copy=False)
@@ -350,7 +341,7 @@ def _cached_sha1(path: Path) -> str:
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _SHA1S:
-        _SHA1S[key] = sha1_file(path)
+        _SHA1S[key] = digest_of(path)
     return _SHA1S[key]
 
 
@@ -394,7 +385,7 @@ def _check_ids(ids_path: Path, manifest: dict) -> str | None:
         return (
             f"its ids file is truncated ({ids_path.stat().st_size:,} of {n * dt.itemsize:,} bytes)"
         )
-    if sha1_file(ids_path) != want:
+    if digest_of(ids_path) != want:
         return "its ids file is damaged (SHA-1 differs)"
     return None
 
@@ -493,8 +484,8 @@ def _build(parts: list[Part], settings: Settings, wanted: dict, folder: Path, na
                 begin, w = n, 0
                 blocks = _blocks(part, settings)
                 nonblank = False
-                for text, last in _with_last(blocks):
-                    ids = encode(text, last)
+                for text in blocks:
+                    ids = encode(text)
                     if len(ids):
                         nonblank = nonblank or bool(text.strip())
                     if count_words:
@@ -541,20 +532,6 @@ def _build(parts: list[Part], settings: Settings, wanted: dict, folder: Path, na
         if os.path.exists(tmp):
             os.unlink(tmp)
     return manifest
-
-
-def _with_last(blocks):
-    """`(block, is_last)` pairs, holding one block ahead (`itertools.tee` would hold up to
-    57 blocks: its buffer is freed a chunk at a time)."""
-    it = iter(blocks)
-    block = next(it, _END)
-    while block is not _END:
-        after = next(it, _END)
-        yield block, after is _END
-        block = after
-
-
-_END = object()
 
 
 def _count_total(parts: list[Part], settings: Settings) -> int:

@@ -376,12 +376,11 @@ class _Run:
         self.last_saved = (start_epoch, position)
         every_minutes = config.checkpoint_every_minutes
         if config.get("train_steps", 0) and start_epoch == 0 and position == 0:
+            shape = f"{self.num_epochs} epoch(s) of {job.steps_per_epoch} minibatches"
+            if config.train_steps % job.steps_per_epoch:
+                shape += ", the last one cut short"
             log.info(f"config.train_steps={config.train_steps} bounds the run (config.num_epochs "
-                     f"is not read): {self.num_epochs} epoch(s) of {job.steps_per_epoch} "
-                     "minibatches, the last one cut short" if config.train_steps %
-                     job.steps_per_epoch else f"config.train_steps={config.train_steps} bounds "
-                     f"the run (config.num_epochs is not read): {self.num_epochs} epoch(s)",
-                     extra={"stderr": True})  # fmt: skip
+                     f"is not read): {shape}", extra={"stderr": True})  # fmt: skip
         eval_every = config.get("eval_every_steps", 0)
         for epoch in range(start_epoch, self.num_epochs):
             data = job.epoch_data(epoch)

@@ -109,7 +109,6 @@ class MetricsLogger:
         ]
         # The epochs' records; the evaluations every eval_every_steps stay in the file.
         self.history = [r for r in kept if not r.get(STEP_KIND)]
-        self.steps = [r for r in kept if r.get(STEP_KIND)]
         self._file = self._tb = self._progress = None
         if write:
             # A new file (atomically; never through a link), then appended to.
@@ -145,7 +144,6 @@ class MetricsLogger:
         """Appends a mid-epoch evaluation's record (`epoch`: the epochs completed, `step`)
         to `metrics.jsonl`, marked `"kind": "step"`, and its numbers to TensorBoard."""
         record = {**record, STEP_KIND: "step"}
-        self.steps.append(record)
         if self._file:
             self._file.write(json.dumps(record) + "\n")
             self._file.flush()
