@@ -28,7 +28,7 @@ docs/recurrences.md.
 
 from rnnlm_jax.config import fields
 
-MODELS = ("lstm", "mingru", "minlstm", "rglru", "lru")
+MODELS = ("lstm", "mingru", "minlstm", "rglru", "lru", "mlstm", "gla", "mamba2", "gated_deltanet")
 
 
 def get_config(arg=None):

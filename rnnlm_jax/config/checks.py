@@ -8,8 +8,10 @@ import ml_collections
 
 from rnnlm_jax.config import fields
 from rnnlm_jax.nn.fast_layers import cuda_available, resolve_impl
+from rnnlm_jax.nn.layer import CHUNK_SIZES
 from rnnlm_jax.nn.linear_cells import LINEAR_CELLS
 from rnnlm_jax.nn.linear_scan import resolve_scan
+from rnnlm_jax.nn.matrix_cells import MATRIX_CELLS
 from rnnlm_jax.nn.models import RNNModel
 from rnnlm_jax.nn.spec import DTYPES, ModelSpec  # noqa: F401
 
@@ -93,6 +95,22 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         f"config.num_heads={config.num_heads} must divide config.num_hiddens="
         f"{config.num_hiddens} (cell rglru's gates are block-diagonal)",
     )
+    matrix = config.cell in MATRIX_CELLS
+    _check(
+        not matrix or config.num_hiddens % config.num_heads == 0,
+        f"config.num_heads={config.num_heads} must divide config.num_hiddens="
+        f"{config.num_hiddens} (cell {config.cell}'s heads split it)",
+    )
+    _check(
+        config.remat == "none" or matrix or config.cell in LINEAR_CELLS,
+        f"config.remat={config.remat!r} applies to the parallel-in-time and matrix-state "
+        f"cells, not {config.cell} (use 'none')",
+    )
+    _check(
+        config.remat != "chunk" or matrix,
+        f"config.remat='chunk' recomputes a matrix-state cell's chunks; cell {config.cell} "
+        "has none (use 'block')",
+    )
     _check(
         config.lr_decay == 1.0 or config.lr_schedule == "constant",
         "config.lr_decay (per epoch) needs config.lr_schedule='constant'",
@@ -124,6 +142,12 @@ def _check_sine(config: ml_collections.ConfigDict) -> None:
 def resolved_impl(config: ml_collections.ConfigDict) -> str:
     """What runs the recurrence of `config`'s model on this machine, as the run's first
     lines say: e.g. `fast (auto, cpu)`."""
+    if config.cell in MATRIX_CELLS:
+        chunk = config.chunk_size or CHUNK_SIZES[config.cell]
+        how = f"{config.form} form" + (f", chunks of {chunk}" if config.form != "recurrent" else "")
+        if config.dtype != "float32":  # the stabiliser and the state need float32
+            how += f", the recurrence in float32 ({config.dtype} projections)"
+        return f"{how} ({jax.default_backend()})"
     if config.cell in LINEAR_CELLS:
         scan = resolve_scan(config.scan)
         how = f"{config.scan}, " if scan != config.scan else ""

@@ -137,7 +137,8 @@ LM: dict[str, Field] = {
     # Model.
     "cell": F(_SPEC["cell"], "str", "rnn | gru | lstm, or trained in parallel over time: "
               "mingru | minlstm | rglru | lru",
-              choices=("rnn", "gru", "lstm", "mingru", "minlstm", "rglru", "lru")),
+              choices=("rnn", "gru", "lstm", "mingru", "minlstm", "rglru", "lru", "mlstm",
+                       "gla", "mamba2", "gated_deltanet")),
     "block": F(_SPEC["block"], "str", "stack (plain stacked layers) | residual (pre-norm "
                "residual blocks: the recurrence, then a gated MLP)",
                choices=("stack", "residual")),
@@ -163,10 +164,24 @@ LM: dict[str, Field] = {
               "passes) | flax (flax's cells, jax.grad) | cudnn (lstm, CUDA) | auto (cudnn "
               "where it can, else fast)", choices=("auto", "fast", "flax", "cudnn")),
     "scan": F(_SPEC["scan"], "str", "how mingru | minlstm | rglru | lru run over time: "
-              "associative (jax.lax.associative_scan) | sequential | auto (the faster on this "
-              "backend)", choices=("auto", "associative", "sequential")),
-    "num_heads": F(_SPEC["num_heads"], "int", "rglru: diagonal blocks of its gates' weights",
-                   1, BIG),
+              "associative (jax.lax.associative_scan) | sequential | chunked (chunks side by "
+              "side) | auto (the faster on this backend)",
+              choices=("auto", "associative", "sequential", "chunked")),
+    "num_heads": F(_SPEC["num_heads"], "int", "rglru: diagonal blocks of its gates' weights; "
+                   "mlstm | gla | mamba2 | gated_deltanet: heads", 1, BIG),
+    "key_dim": F(_SPEC["key_dim"], "int", "a matrix-state cell's key width per head (0: "
+                 "num_hiddens / num_heads)", 0, BIG),
+    "value_dim": F(_SPEC["value_dim"], "int", "a matrix-state cell's value width per head "
+                   "(0: num_hiddens / num_heads)", 0, BIG),
+    "form": F(_SPEC["form"], "str", "how a matrix-state cell runs over time: recurrent (step "
+              "by step) | chunkwise | parallel (one chunk of T) | auto (recurrent for one "
+              "step, parallel up to a chunk, else chunkwise)",
+              choices=("auto", "recurrent", "chunkwise", "parallel")),
+    "chunk_size": F(_SPEC["chunk_size"], "int", "the chunkwise form's chunk in steps (0: the "
+                    "cell's measured default; longer than num_steps: num_steps)", 0, BIG),
+    "remat": F(_SPEC["remat"], "str", "what the backward pass recomputes to save memory: none "
+               "| block (each block or layer, from its input) | chunk (a matrix-state cell's "
+               "chunkwise internals)", choices=("none", "block", "chunk")),
     "unroll": F(_SPEC["unroll"], "int", "time steps per iteration of the compiled loop", 1, BIG),
     "dtype": F(_SPEC["dtype"], "str", "dtype of the matmul operands", choices=("float32",
                "bfloat16")),

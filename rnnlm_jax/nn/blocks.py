@@ -20,10 +20,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rnnlm_jax.nn.conv import CONV_WIDTH, Conv1D  # noqa: F401 (blocks.Conv1D, as before)
 from rnnlm_jax.nn.layer import RNNLayer, zero_state
 from rnnlm_jax.nn.linear_cells import RGLRU
-
-CONV_WIDTH = 4  # Griffin's temporal convolution
 
 
 class GatedMLP(nn.Module):
@@ -42,28 +41,6 @@ class GatedMLP(nn.Module):
 
         gate, up = jnp.split(dense(2 * self.expansion * H, "up")(x), 2, axis=-1)
         return dense(H, "down")(jax.nn.gelu(gate) * up)
-
-
-class Conv1D(nn.Module):
-    """A causal depthwise convolution over time of width `width` (recurrentgemma's `Conv1D`,
-    its initialisation): `y_t = b + sum_j w[j] * x_{t - (width - 1) + j}`, the inputs before
-    the sequence read from `cache [B, width - 1, H]` (the previous minibatch's last inputs).
-    `(cache, x [T, B, H]) -> (y, new cache)`."""
-
-    width: int = CONV_WIDTH
-
-    @nn.compact
-    def __call__(self, cache, x):
-        H = x.shape[-1]
-        w_init = nn.initializers.variance_scaling(0.01, "fan_in", "normal")
-        w = self.param("w", w_init, (self.width, H), jnp.float32)
-        b = self.param("b", nn.initializers.zeros_init(), (H,), jnp.float32)
-        T = x.shape[0]
-        # float32 whatever the matmuls' dtype: the window carried between minibatches
-        # keeps the state's dtype.
-        ext = jnp.concatenate([jnp.swapaxes(cache, 0, 1), x.astype(cache.dtype)], axis=0)
-        y = b + sum(ext[j : j + T] * w[j] for j in range(self.width))
-        return y, jnp.swapaxes(ext[T:], 0, 1)
 
 
 class GriffinRecurrence(nn.Module):
@@ -89,13 +66,14 @@ class GriffinRecurrence(nn.Module):
         return dense("linear_out")(hs * y), (hs[-1], conv)
 
 
-def block_state(cell: str, num_layers: int, batch_size: int, num_hiddens: int):
+def block_state(cell: str, num_layers: int, batch_size: int, num_hiddens: int, **heads):
     """The zero state of `num_layers` residual blocks: the cell's `[L, B, H]` (a pair for
-    the LSTM and the LRU); for `rglru`, `(h [L, B, H], conv [L, B, 3, H])`."""
+    the LSTM and the LRU); for `rglru`, `(h [L, B, H], conv [L, B, 3, H])`; for a
+    matrix-state cell its carry (`heads`: `num_heads`, `key_dim`, `value_dim`)."""
     if cell == "rglru":
         conv = jnp.zeros((num_layers, batch_size, CONV_WIDTH - 1, num_hiddens), jnp.float32)
         return zero_state(cell, num_layers, batch_size, num_hiddens), conv
-    return zero_state(cell, num_layers, batch_size, num_hiddens)
+    return zero_state(cell, num_layers, batch_size, num_hiddens, **heads)
 
 
 class ResidualBlock(nn.Module):

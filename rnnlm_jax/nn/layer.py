@@ -29,6 +29,7 @@ from flax.linen.recurrent import flip_sequences
 from rnnlm_jax.nn.fast_layers import FAST_LAYERS, CudnnLSTM, resolve_impl
 from rnnlm_jax.nn.initializers import initializers
 from rnnlm_jax.nn.linear_cells import LINEAR_CELLS
+from rnnlm_jax.nn.matrix_cells import MATRIX_CELLS, MatrixLayer, head_widths, matrix_state
 
 
 class GRUCell(nn.GRUCell):
@@ -60,15 +61,25 @@ class GRUCell(nn.GRUCell):
 
 
 CELLS = {"rnn": nn.SimpleCell, "gru": GRUCell, "lstm": nn.LSTMCell}
-NAMED_CELLS = (*CELLS, *LINEAR_CELLS)  # every cell a name picks
+NAMED_CELLS = (*CELLS, *LINEAR_CELLS, *MATRIX_CELLS)  # every cell a name picks
+# The chunkwise form's chunk per cell, the fastest forward + backward at T 1024 on 2 CPU
+# cores (`benchmarks/recurrences.py chunks`, docs/recurrences.md).
+CHUNK_SIZES = {"mlstm": 64, "gla": 32, "mamba2": 64, "gated_deltanet": 32}
 PAIRED = ("lstm", "lru")  # cells whose state is a pair of [L, B, H] arrays
 
 State = Any  # jax.Array [L*K, B, H], a pair of them for the LSTM, or another cell's carry tree
 
 
-def zero_state(cell: str, num_layers: int, batch_size: int, num_hiddens: int) -> State:
+def zero_state(
+    cell: str, num_layers: int, batch_size: int, num_hiddens: int, *, num_heads: int = 1,
+    key_dim: int = 0, value_dim: int = 0,
+) -> State:  # fmt: skip
     """Zeros `[L, B, H]`; for the LSTM a pair `(c, h)` of them, in flax's order; for the
-    LRU the pair `(Re h, Im h)`."""
+    LRU the pair `(Re h, Im h)`; for a matrix-state cell its carry with leading axes
+    `[L, B]` (`matrix_cells.matrix_state`, from the heads' widths)."""
+    if cell in MATRIX_CELLS:
+        widths = head_widths(num_hiddens, num_heads, key_dim, value_dim)
+        return matrix_state(cell, (num_layers, batch_size), *widths)
     h = jnp.zeros((num_layers, batch_size, num_hiddens), jnp.float32)
     return (h, h) if cell in PAIRED else h
 
@@ -174,7 +185,9 @@ class RNNLayer(nn.Module):
         `functools.partial` of one: called with `features=num_hiddens` (and the layer's
         initializers and dtype where it has those fields), run under `nn.scan`; or one
         of the recurrences trained in parallel over time, `mingru`, `minlstm`, `rglru`,
-        `lru` (`linear_cells`; the LRU's state is the pair `(Re h, Im h)`), run by `scan`.
+        `lru` (`linear_cells`; the LRU's state is the pair `(Re h, Im h)`), run by `scan`;
+        or a matrix-state recurrence, `mlstm`, `gla`, `mamba2`, `gated_deltanet`
+        (`matrix_cells`: multi-head, its carry a tuple, see there), run in `form`.
       num_hiddens: H, the width of every layer (each direction).
       num_layers: L; the output sequence of layer l is the input of layer l+1.
       vocab_size: V, needed when the inputs are token ids (they stand for their one-hot).
@@ -193,8 +206,19 @@ class RNNLayer(nn.Module):
       dropout: rate of dropout on each layer's outputs but the last (as PyTorch's
         `nn.RNN(dropout=...)`); an independent mask per layer, time step, sequence and unit.
       scan: for the linear cells, `associative` (`jax.lax.associative_scan`),
-        `sequential` (`jax.lax.scan`) or `auto` (`linear_scan.resolve_scan`).
-      num_heads: the RG-LRU's gates' diagonal blocks.
+        `sequential` (`jax.lax.scan`), `chunked` (`linear_scan.chunked_scan`) or `auto`
+        (`linear_scan.resolve_scan`).
+      num_heads: the RG-LRU's gates' diagonal blocks; a matrix-state cell's heads.
+      key_dim, value_dim: a matrix-state cell's key and value widths per head (0: H /
+        num_heads).
+      form: how a matrix-state cell runs over time: `recurrent` (step by step),
+        `chunkwise` (chunks of `chunk_size`), `parallel` (one chunk of T) or `auto`
+        (`chunkwise.resolve_form`: recurrent for one step, parallel up to a chunk).
+      chunk_size: the chunkwise form's chunk (0: the cell's measured default,
+        `CHUNK_SIZES`); one longer than T runs as T.
+      remat: `none`, `block` (each layer of a parallel-in-time or matrix-state cell
+        recomputed in the backward pass from its inputs) or `chunk` (the chunkwise
+        recurrence's internals recomputed; for the vector cells their scan).
       unroll: time steps per loop iteration of the compiled scan.
       dtype: dtype of the matmul operands; parameters, carries and sums stay float32.
     """
@@ -209,6 +233,11 @@ class RNNLayer(nn.Module):
     impl: str = "auto"
     scan: str = "auto"
     num_heads: int = 1
+    key_dim: int = 0
+    value_dim: int = 0
+    form: str = "auto"
+    chunk_size: int = 0
+    remat: str = "none"
     unroll: int = 1
     dtype: Any = jnp.float32
     bidirectional: bool = False
@@ -268,7 +297,8 @@ class RNNLayer(nn.Module):
         T, B = x.shape[:2]
         self._check(inputs.shape, B, state, seq_lengths)
         mask = None if seq_lengths is None else jnp.arange(T)[:, None] < seq_lengths[None, :]
-        need_carries = seq_lengths is not None or return_all_layers
+        matrix = self.cell in MATRIX_CELLS  # its carry stays put past a sequence's end
+        need_carries = (seq_lengths is not None and not matrix) or return_all_layers
         directions = 2 if self.bidirectional else 1
         layers, final = [], []
         for layer in range(self.num_layers):
@@ -283,8 +313,14 @@ class RNNLayer(nn.Module):
                 index = layer * directions + k
                 carry0 = None if state is None else jax.tree.map(lambda s, i=index: s[i], state)
                 xk = _flip(x, seq_lengths) if k else x
-                carry, y, carries = self._direction(name, carry0, xk, B, need_carries)
-                if seq_lengths is not None:
+                if matrix:
+                    carry, y = self._matrix(name, carry0, xk, B, mask)
+                    carries = y  # its outputs: the carry of every step would be [T, B, N, K, V]
+                else:
+                    carry, y, carries = self._direction(name, carry0, xk, B, need_carries)
+                if seq_lengths is not None and matrix:
+                    y = carries = _mask(y, mask)
+                elif seq_lengths is not None:
                     initial = carry0 if carry0 is not None else jax.tree.map(jnp.zeros_like, carry)
                     carry = _last_valid(carries, seq_lengths, initial)
                     y = _mask(y, mask)
@@ -338,6 +374,23 @@ class RNNLayer(nn.Module):
             )
         return _scan_cell(cell, carry, x, self.unroll, need_carries)
 
+    def _matrix(self, name, carry, x, batch_size, mask):
+        """A layer of mLSTM, GLA, Mamba-2 or Gated DeltaNet (`matrix_cells`):
+        `(carry, ys)`, the carry at each sequence's end."""
+        heads = {"num_heads": self.num_heads, "key_dim": self.key_dim, "value_dim": self.value_dim}
+        if carry is None:
+            zero = zero_state(self.cell, 1, batch_size, self.num_hiddens, **heads)
+            carry = jax.tree.map(lambda s: s[0], zero)
+        inits = initializers(self.initializer, self.init_scale, self.num_hiddens)
+        kernel = {"kernel_init": inits["kernel_init"]} if "kernel_init" in inits else {}
+        layer_cls = nn.remat(MatrixLayer) if self.remat == "block" else MatrixLayer
+        layer = layer_cls(
+            self.cell, self.num_hiddens, self.vocab_size, form=self.form,
+            chunk_size=self.chunk_size or CHUNK_SIZES[self.cell], remat=self.remat,
+            dtype=self.dtype, name=name, **heads, **kernel,
+        )  # fmt: skip
+        return layer(carry, x, mask)
+
     def _linear(self, name, carry, x, batch_size, inits, need_carries):
         """A layer of minGRU, minLSTM, RG-LRU or LRU (`linear_cells`), run by `scan`."""
         if carry is None:
@@ -346,7 +399,10 @@ class RNNLayer(nn.Module):
         kwargs = {k: v for k, v in inits.items() if k in ("kernel_init", "bias_init")}
         if self.cell == "rglru":
             kwargs["num_heads"] = self.num_heads
-        layer = LINEAR_CELLS[self.cell](
+        layer_cls = LINEAR_CELLS[self.cell]
+        if self.remat == "block":
+            layer_cls = nn.remat(layer_cls)
+        layer = layer_cls(
             self.num_hiddens, self.vocab_size, scan=self.scan, unroll=self.unroll,
             dtype=self.dtype, name=name, **kwargs,
         )  # fmt: skip
@@ -376,7 +432,9 @@ class RNNLayer(nn.Module):
         `initialize_carry` for inputs of width H, zeroed and stacked."""
         rows = self.num_layers * (2 if self.bidirectional else 1)
         if isinstance(self.cell, str):
-            return zero_state(self.cell, rows, batch_size, self.num_hiddens)
+            return zero_state(self.cell, rows, batch_size, self.num_hiddens,
+                              num_heads=self.num_heads, key_dim=self.key_dim,
+                              value_dim=self.value_dim)  # fmt: skip
         cell = make_cell(self.cell, self.num_hiddens, {}, self.dtype, None)
         carry = cell.initialize_carry(jax.random.key(0), (batch_size, self.num_hiddens))
         return jax.tree.map(lambda x: jnp.zeros((rows, *x.shape), x.dtype), carry)

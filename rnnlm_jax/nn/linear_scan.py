@@ -10,8 +10,10 @@ complex. `auto` picks, per backend, the one measured faster (`benchmarks/recurre
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 
-SCANS = ("auto", "associative", "sequential")
+SCANS = ("auto", "associative", "sequential", "chunked")
+SCAN_CHUNK = 32  # the chunked scan's chunk: C + T / C loop steps instead of T
 
 
 def resolve_scan(scan: str) -> str:
@@ -32,14 +34,48 @@ def _compose(earlier, later):
     return a1 * a2, a2 * b1 + b2
 
 
+def chunked_scan(a: jax.Array, b: jax.Array, h0: jax.Array, chunk: int = SCAN_CHUNK,
+                 unroll: int = 1) -> jax.Array:  # fmt: skip
+    """`linear_scan` in chunks of `chunk` steps: every chunk runs from a zero state at once
+    (a sequential scan over the C positions of all T / C chunks side by side, also carrying
+    the product of the `a`s), the chunks' starting states follow by a scan of T / C steps,
+    and `h_t = h_t^local + (a_1 ... a_t within the chunk) h_start`."""
+    T = a.shape[0]
+    C = max(1, min(chunk, T))
+    pad = -T % C
+    if pad:  # a = 1, b = 0: the state passes through unchanged
+        a = jnp.concatenate([a, jnp.ones((pad,) + a.shape[1:], a.dtype)])
+        b = jnp.concatenate([b, jnp.zeros((pad,) + b.shape[1:], b.dtype)])
+    n = a.shape[0] // C
+    a, b = (x.reshape((n, C) + x.shape[1:]).swapaxes(0, 1) for x in (a, b))  # [C, n, B, N]
+
+    def local(carry, ab):
+        h, p = carry
+        h, p = ab[0] * h + ab[1], ab[0] * p
+        return (h, p), (h, p)
+
+    zero = jnp.zeros(a.shape[1:], jnp.result_type(a, b))
+    _, (h_local, prod) = jax.lax.scan(local, (zero, jnp.ones_like(zero)), (a, b), unroll=unroll)
+
+    def across(h, pb):
+        return pb[0] * h + pb[1], h
+
+    _, starts = jax.lax.scan(across, h0.astype(zero.dtype), (prod[-1], h_local[-1]))
+    hs = h_local + prod * starts[None]  # [C, n, B, N]
+    return hs.swapaxes(0, 1).reshape((n * C,) + hs.shape[2:])[:T]
+
+
 def linear_scan(
     a: jax.Array, b: jax.Array, h0: jax.Array, scan: str = "auto", unroll: int = 1
 ) -> jax.Array:
     """Every `h_t = a_t * h_{t-1} + b_t` from `h0`: `a`, `b` `[T, B, N]` (time-major),
     `h0` `[B, N]` -> `hs` `[T, B, N]`."""
-    if resolve_scan(scan) == "associative":
+    scan = resolve_scan(scan)
+    if scan == "associative":
         b = b.at[0].add(a[0] * h0)  # h_0 = a_0 h0 + b_0: the initial state folded in
         return jax.lax.associative_scan(_compose, (a, b), axis=0)[1]
+    if scan == "chunked":
+        return chunked_scan(a, b, h0, unroll=unroll)
 
     def step(h, ab):
         h = ab[0] * h + ab[1]

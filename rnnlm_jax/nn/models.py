@@ -64,6 +64,11 @@ class RNNModel(nn.Module):
     impl: str = "auto"
     scan: str = "auto"
     num_heads: int = 1
+    key_dim: int = 0
+    value_dim: int = 0
+    form: str = "auto"
+    chunk_size: int = 0
+    remat: str = "none"
     unroll: int = 1
     dtype: Any = jnp.float32
     embed_dim: int = 0
@@ -105,9 +110,16 @@ class RNNModel(nn.Module):
         if self.block == "residual":
             own = ("cell", "num_hiddens", "num_layers", "dropout", "dtype")
             inner = {k: v for k, v in layer.items() if k not in own}
+            if self.remat == "block":  # the whole block recomputed, not its layer again
+                inner["remat"] = "none"
             kernel = inits.get("kernel_init", nn.initializers.lecun_normal())
+            block_cls = (
+                nn.remat(ResidualBlock, static_argnums=(3,))
+                if self.remat == "block"
+                else ResidualBlock
+            )
             self.blocks = [
-                ResidualBlock(
+                block_cls(
                     self.cell,
                     self.mlp_expansion,
                     self.dropout,
@@ -179,6 +191,8 @@ class RNNModel(nn.Module):
     def begin_state(self, batch_size: int) -> State:
         """The zero state for `batch_size` sequences; see `RNNLayer.begin_state` (residual
         blocks: `blocks.block_state`)."""
+        heads = {"num_heads": self.num_heads, "key_dim": self.key_dim,
+                 "value_dim": self.value_dim}  # fmt: skip
         if self.block == "residual":
-            return block_state(self.cell, self.num_layers, batch_size, self.num_hiddens)
-        return zero_state(self.cell, self.num_layers, batch_size, self.num_hiddens)
+            return block_state(self.cell, self.num_layers, batch_size, self.num_hiddens, **heads)
+        return zero_state(self.cell, self.num_layers, batch_size, self.num_hiddens, **heads)

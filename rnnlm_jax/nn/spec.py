@@ -19,7 +19,8 @@ class ModelSpec:
 
     Attributes:
       cell: `rnn`, `gru`, `lstm`, or a recurrence trained in parallel over time: `mingru`,
-        `minlstm`, `rglru`, `lru` (`linear_cells`).
+        `minlstm`, `rglru`, `lru` (`linear_cells`), `mlstm`, `gla`, `mamba2`,
+        `gated_deltanet` (`matrix_cells`).
       block: `stack` (the plain stack of recurrent layers: the book's) or `residual`
         (pre-norm residual blocks of a recurrence and a gated MLP, `blocks`).
       mlp_expansion: the residual blocks' MLP width, in multiples of H.
@@ -31,7 +32,11 @@ class ModelSpec:
       tie_embeddings: the head's kernel is the embedding transposed (needs E == H).
       impl: what runs the recurrence: auto | fast | flax | cudnn (`fast_layers.resolve_impl`).
       scan: how the linear cells run over time: auto | associative | sequential.
-      num_heads: the RG-LRU's gates' diagonal blocks.
+      num_heads: the RG-LRU's gates' diagonal blocks; a matrix-state cell's heads.
+      key_dim, value_dim: a matrix-state cell's widths per head (0: H / num_heads).
+      form: how a matrix-state cell runs over time: auto | recurrent | chunkwise | parallel.
+      chunk_size: the chunkwise form's chunk (0: the cell's measured default).
+      remat: none | block | chunk: what the backward pass recomputes to save memory.
       unroll: time steps per iteration of the compiled loop.
       dtype: the matmuls' operand dtype, `float32` or `bfloat16`.
     """
@@ -51,6 +56,11 @@ class ModelSpec:
     impl: str = "auto"
     scan: str = "auto"
     num_heads: int = 1
+    key_dim: int = 0
+    value_dim: int = 0
+    form: str = "auto"
+    chunk_size: int = 0
+    remat: str = "none"
     unroll: int = 1
     dtype: str = "float32"
 
@@ -70,7 +80,8 @@ class ModelSpec:
 
 # The fields `RNNModel` hands to its `RNNLayer` as they are.
 LAYER_FIELDS = ("cell", "num_hiddens", "num_layers", "dropout", "initializer", "init_scale",
-                "impl", "scan", "num_heads", "unroll", "dtype")  # fmt: skip
+                "impl", "scan", "num_heads", "key_dim", "value_dim", "form", "chunk_size",
+                "remat", "unroll", "dtype")  # fmt: skip
 # The fields that fix the parameters' shapes: a checkpoint cannot be restored into others.
 SHAPE_FIELDS = ("cell", "block", "mlp_expansion", "num_hiddens", "num_layers", "num_heads",
-                "embed_dim", "tie_embeddings")  # fmt: skip
+                "key_dim", "value_dim", "embed_dim", "tie_embeddings")  # fmt: skip

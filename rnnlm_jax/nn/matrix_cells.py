@@ -1,0 +1,207 @@
+"""Layers of the matrix-state recurrences: xLSTM's mLSTM (Beck et al. 2024), gated linear
+attention (GLA, Yang et al. 2024), Mamba-2's SSD (Dao and Gu 2024) and Gated DeltaNet (Yang
+et al. 2025), each a multi-head layer around its recurrence in `chunkwise`.
+
+Call as `(carry, inputs, mask=None) -> (carry, outputs)`: `inputs` int ids `[T, B]` (needs
+`vocab_size`) or floats `[T, B, D]`, time-major; `outputs` float32 `[T, B, H]`; `mask`
+bool `[T, B]`, False for the steps past a sequence's end, which leave the carry as it is.
+With N heads of key width K and value width V (default H / N each), one matmul projects
+every token to its queries, keys, values, gates and output gate; then
+
+  gla, mamba2, gated_deltanet:
+    q, k, v = SiLU(Conv1D_4(W_q x, W_k x, W_v x))    (the short convolution, Mamba-2's and
+                                                      Gated DeltaNet's; its window carried)
+    gla:            g = max(logsigmoid(W_g2 W_g1 x + b_g) / 16, -4) per key dimension
+                    (GLA's low-rank gate, rank 16, temperature 16), q scaled by K^-1/2
+    mamba2:         dt = softplus(W_dt x + b_dt), g = -exp(A_log) dt per head, v scaled by
+                    dt, plus the skip D * v (SSD, one group per head)
+    gated_deltanet: q, k unit length per head, q scaled by K^-1/2, b = sigmoid(W_b x),
+                    g = -exp(A_log) softplus(W_a x + b_a) per head
+    out = W_o (RMSNorm_per_head(o) * SiLU(W_z x))
+  mlstm:
+    q, k / sqrt(K), v;  log i = W_i x + b_i (exponential input gate),
+    log f = logsigmoid(W_f x + b_f) (sigmoid forget gate; `forget_gate="exp"`: W_f x + b_f)
+    out = W_o (RMSNorm_per_head(h) * sigmoid(W_og x))     (xLSTM 7B's mLSTM layer)
+
+The carry: `(S [B, N, K, V], conv [B, 3, N (2K + V)])`; the mLSTM's `(C [B, N, K, V],
+n [B, N, K], m [B, N])`. The recurrences run in float32 whatever `dtype` (the matmuls'
+operands of the projections): the mLSTM's stabiliser needs it.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnnlm_jax.nn import chunkwise
+from rnnlm_jax.nn.conv import CONV_WIDTH, Conv1D
+from rnnlm_jax.nn.fast_layers import project_inputs
+from rnnlm_jax.nn.recurrences import matmul
+
+Initializer = Any
+GLA_GATE_RANK = 16  # GLA's low-rank gate projection
+GLA_GATE_TEMPERATURE = 16.0  # GLA's gate_logit_normalizer
+REMATS = ("none", "block", "chunk")
+
+
+def head_widths(num_hiddens: int, num_heads: int, key_dim: int, value_dim: int):
+    """`(N, K, V)`: key and value widths per head, 0 meaning `num_hiddens // num_heads`."""
+    if num_heads < 1 or num_hiddens % num_heads:
+        raise ValueError(f"num_heads={num_heads} must divide num_hiddens={num_hiddens}")
+    if key_dim < 0 or value_dim < 0:
+        raise ValueError(f"key_dim and value_dim must be positive, or 0 for H / num_heads, "
+                         f"got {key_dim}, {value_dim}")  # fmt: skip
+    width = num_hiddens // num_heads
+    return num_heads, key_dim or width, value_dim or width
+
+
+def matrix_state(cell: str, prefix: tuple, N: int, K: int, V: int):
+    """The zero carry with leading axes `prefix` (e.g. `(L, B)`): see the module docstring."""
+    zeros = lambda *shape: jnp.zeros(prefix + shape, jnp.float32)  # noqa: E731
+    if cell == "mlstm":
+        return zeros(N, K, V), zeros(N, K), zeros(N)
+    return zeros(N, K, V), zeros(CONV_WIDTH - 1, N * (2 * K + V))
+
+
+def _heads(x: jax.Array, N: int) -> jax.Array:
+    """`[T, B, N * d]` -> `[B, N, T, d]`."""
+    T, B = x.shape[:2]
+    return x.reshape(T, B, N, -1).transpose(1, 2, 0, 3)
+
+
+def _per_head(x: jax.Array) -> jax.Array:
+    """`[T, B, N]` -> `[B, N, T]`."""
+    return x.transpose(1, 2, 0)
+
+
+def _dt_bias_init(key, shape, dtype=jnp.float32):
+    """Mamba-2's: softplus^-1 of dt drawn log-uniformly from [0.001, 0.1]."""
+    dt = jnp.exp(jax.random.uniform(key, shape) * (np.log(0.1) - np.log(1e-3)) + np.log(1e-3))
+    return (dt + jnp.log(-jnp.expm1(-dt))).astype(dtype)
+
+
+def _a_log_init(key, shape, dtype=jnp.float32):
+    """Mamba-2's: log of A drawn uniformly from [1, 16]."""
+    return jnp.log(jax.random.uniform(key, shape, minval=1.0, maxval=16.0)).astype(dtype)
+
+
+class MatrixLayer(nn.Module):
+    """One layer of a matrix-state recurrence of width H (`features`); see the module
+    docstring. Parameters: `in_proj` `[D, ...]` (every projection of the input at once),
+    the gates' own (`gate_low`/`gate_up`/`gate_bias`; `dt_bias`, `A_log`, `D`;
+    `igate_bias`, `fgate_bias`), `conv_1d`, `norm` (`scale [N V]`), `out` `[N V, H]`."""
+
+    cell: str
+    features: int
+    vocab_size: int | None = None
+    num_heads: int = 1
+    key_dim: int = 0
+    value_dim: int = 0
+    form: str = "auto"
+    chunk_size: int = 64
+    remat: str = "none"
+    forget_gate: str = "sigmoid"  # mlstm: sigmoid | exp
+    kernel_init: Initializer = nn.initializers.lecun_normal()
+    dtype: Any = jnp.float32
+
+    def widths(self):
+        return head_widths(self.features, self.num_heads, self.key_dim, self.value_dim)
+
+    def _split(self) -> dict[str, int]:
+        """The input projection's pieces, in order, and their widths."""
+        N, K, V = self.widths()
+        pieces = {"q": N * K, "k": N * K, "v": N * V}
+        pieces |= {
+            "gla": {"gate_low": GLA_GATE_RANK, "z": N * V},
+            "mamba2": {"dt": N, "z": N * V},
+            "gated_deltanet": {"beta": N, "a": N, "z": N * V},
+            "mlstm": {"igate": N, "fgate": N, "og": N * V},
+        }[self.cell]
+        return pieces
+
+    @nn.compact
+    def __call__(self, carry, x, mask=None):
+        N, K, V = self.widths()
+        T = x.shape[0]
+        pieces = self._split()
+        D = x.shape[-1] if not jnp.issubdtype(x.dtype, jnp.integer) else self.vocab_size
+        if D is None:
+            raise ValueError("token-id inputs need the layer's vocab_size")
+        W = self.param("in_proj", self.kernel_init, (D, sum(pieces.values())), jnp.float32)
+        proj = project_inputs(x, W, jnp.zeros((), jnp.float32), self.dtype)
+        p = dict(zip(pieces, jnp.split(proj, np.cumsum(list(pieces.values()))[:-1], axis=-1)))
+        lengths = None if mask is None else mask.sum(axis=0)
+        if self.cell == "mlstm":
+            q, k, v = p["q"], p["k"], p["v"]
+        else:
+            qkv, conv = Conv1D(name="conv_1d")(carry[1], jnp.concatenate(
+                [p["q"], p["k"], p["v"]], axis=-1), lengths)  # fmt: skip
+            q, k, v = jnp.split(jax.nn.silu(qkv), [N * K, 2 * N * K], axis=-1)
+        q, k, v = _heads(q, N), _heads(k, N), _heads(v, N)  # [B, N, T, .]
+        keep = None
+        if mask is not None:  # [B, N, T]
+            keep = _per_head(jnp.broadcast_to(mask[..., None], mask.shape + (N,)))
+        o, state = self._recurrence(carry, q, k, v, p, keep)
+        o = o.transpose(2, 0, 1, 3)  # [T, B, N, V]
+        o = o * jax.lax.rsqrt(jnp.mean(o * o, axis=-1, keepdims=True) + 1e-6)
+        o = o.reshape(T, -1, N * V) * self.param("norm_scale", nn.initializers.ones, (N * V,))
+        gate = jax.nn.sigmoid(p["og"]) if self.cell == "mlstm" else jax.nn.silu(p["z"])
+        W_out = self.param("out", self.kernel_init, (N * V, self.features), jnp.float32)
+        y = matmul(o * gate, W_out, self.dtype)
+        carry = state if self.cell == "mlstm" else (state, conv)
+        return carry, y
+
+    def _recurrence(self, carry, q, k, v, p, keep):
+        """The gates, then the recurrence: `(o [B, N, T, V], its final state)`."""
+        N, K, V = self.widths()
+        fn = {"gla": chunkwise.linear_attention, "mamba2": chunkwise.linear_attention,
+              "gated_deltanet": chunkwise.gated_delta, "mlstm": chunkwise.mlstm}[self.cell]  # fmt: skip
+        run = functools.partial(fn, form=self.form, chunk_size=self.chunk_size)
+        if self.remat == "chunk":  # keep q, k, v and the gates; recompute the rest
+            run = jax.checkpoint(run)
+        if keep is not None:  # steps past the end: no input, decay 1
+            k = jnp.where(keep[..., None], k, 0.0)
+        if self.cell == "gla":
+            W_up = self.param("gate_up", self.kernel_init, (GLA_GATE_RANK, N * K), jnp.float32)
+            b = self.param("gate_bias", nn.initializers.zeros_init(), (N * K,), jnp.float32)
+            g = jax.nn.log_sigmoid(matmul(p["gate_low"], W_up, self.dtype) + b)
+            g = jnp.maximum(g / GLA_GATE_TEMPERATURE, -chunkwise.GLA_MAX_LOG_DECAY)
+            g = _heads(g, N)
+            if keep is not None:
+                g = jnp.where(keep[..., None], g, 0.0)
+            return run(q * K**-0.5, k, v, g, carry[0])
+        if self.cell == "mlstm":
+            b_i = self.param("igate_bias", nn.initializers.zeros_init(), (N,), jnp.float32)
+            b_f = self.param("fgate_bias", lambda *_: jnp.linspace(3.0, 6.0, N), (N,))
+            log_i = _per_head(p["igate"] + b_i)
+            f = _per_head(p["fgate"] + b_f)
+            log_f = f if self.forget_gate == "exp" else jax.nn.log_sigmoid(f)
+            if keep is not None:
+                log_i = jnp.where(keep, log_i, chunkwise.NO_INPUT)
+                log_f = jnp.where(keep, log_f, 0.0)
+            return run(q, k * K**-0.5, v, log_i, log_f, carry)
+        A_log = self.param("A_log", _a_log_init, (N,))
+        dt_bias = self.param("dt_bias", _dt_bias_init, (N,))
+        raw = p["dt"] if self.cell == "mamba2" else p["a"]
+        dt = _per_head(jax.nn.softplus(raw + dt_bias))
+        g = -jnp.exp(A_log)[:, None] * dt
+        if keep is not None:
+            g = jnp.where(keep, g, 0.0)
+        if self.cell == "mamba2":
+            skip = self.param("D", nn.initializers.ones, (N,))[:, None, None] * v
+            o, S = run(q, k, v * dt[..., None], g, carry[0])
+            return o + skip, S
+        beta = _per_head(jax.nn.sigmoid(p["beta"]))
+        if keep is not None:
+            beta = jnp.where(keep, beta, 0.0)
+        q = q * jax.lax.rsqrt(jnp.sum(q * q, -1, keepdims=True) + 1e-6) * K**-0.5
+        k = k * jax.lax.rsqrt(jnp.sum(k * k, -1, keepdims=True) + 1e-6)
+        return run(q, k, v, beta, g, carry[0])
+
+
+MATRIX_CELLS = ("mlstm", "gla", "mamba2", "gated_deltanet")
