@@ -5,7 +5,6 @@ minibatches."""
 from __future__ import annotations
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 CONV_WIDTH = 4  # Griffin's, Mamba-2's and Gated DeltaNet's short convolution

@@ -159,8 +159,7 @@ class MatrixLayer(nn.Module):
     def _recurrence(self, carry, q, k, v, p, keep):
         """The gates, then the recurrence: `(o [B, N, T, V], its final state)`."""
         N, K, V = self.widths()
-        fn = {"gla": chunkwise.linear_attention, "mamba2": chunkwise.linear_attention,
-              "gated_deltanet": chunkwise.gated_delta, "mlstm": chunkwise.mlstm}[self.cell]  # fmt: skip
+        fn = RECURRENCES[self.cell]
         run = functools.partial(fn, form=self.form, chunk_size=self.chunk_size)
         if self.remat == "chunk":  # keep q, k, v and the gates; recompute the rest
             run = jax.checkpoint(run)
@@ -204,4 +203,10 @@ class MatrixLayer(nn.Module):
         return run(q, k, v, beta, g, carry[0])
 
 
-MATRIX_CELLS = ("mlstm", "gla", "mamba2", "gated_deltanet")
+RECURRENCES = {
+    "mlstm": chunkwise.mlstm,
+    "gla": chunkwise.linear_attention,
+    "mamba2": chunkwise.linear_attention,
+    "gated_deltanet": chunkwise.gated_delta,
+}
+MATRIX_CELLS = tuple(RECURRENCES)

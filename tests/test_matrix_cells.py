@@ -1,0 +1,285 @@
+"""The matrix-state recurrences (mLSTM, GLA, Mamba-2, Gated DeltaNet): every form against a
+step-by-step reference written from the papers' equations, the forms against each other in
+values and gradients, and the layer's contract (carried state, `seq_lengths`, layouts,
+generation token by token, bad input)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from test_robustness import assert_one_error
+from test_sweeps import run_main
+
+from rnnlm_jax.config import checks, fields
+from rnnlm_jax.config.checks import ConfigError
+from rnnlm_jax.nn import chunkwise
+from rnnlm_jax.nn.layer import RNNLayer
+from rnnlm_jax.nn.matrix_cells import MATRIX_CELLS
+from rnnlm_jax.nn.models import RNNModel
+
+B, N, T, K, V = 2, 2, 19, 4, 3  # T 19: chunks of 8 leave a padded last chunk
+SHAKESPEARE = "--config=configs/shakespeare.py"
+
+
+def _inputs(seed=0):
+    ks = jax.random.split(jax.random.key(seed), 8)
+    q = jax.random.normal(ks[0], (B, N, T, K))
+    k = jax.random.normal(ks[1], (B, N, T, K))
+    v = jax.random.normal(ks[2], (B, N, T, V))
+    g_head = -jax.nn.softplus(jax.random.normal(ks[3], (B, N, T)))
+    g_key = jnp.maximum(-jax.nn.softplus(2 * jax.random.normal(ks[4], (B, N, T, K))), -4.0)
+    beta = jax.nn.sigmoid(jax.random.normal(ks[5], (B, N, T)))
+    S0 = 0.5 * jax.random.normal(ks[6], (B, N, K, V))
+    log_i = 2.0 * jax.random.normal(ks[7], (B, N, T))
+    return q, k, v, g_head, g_key, beta, S0, log_i
+
+
+# --- the papers' equations, one step at a time, in float64 NumPy ----------------------------
+
+
+def reference_gla(q, k, v, g, S):
+    """GLA (Yang et al. 2024, eq. 3): S_t = diag(alpha_t) S_{t-1} + k_t^T v_t, o_t = q_t S_t."""
+    q, k, v, g, S = (np.asarray(a, np.float64) for a in (q, k, v, g, S))
+    alpha = np.exp(g if g.ndim == 4 else g[..., None])
+    out = []
+    for t in range(q.shape[2]):
+        S = alpha[:, :, t, :, None] * S + k[:, :, t, :, None] * v[:, :, t, None, :]
+        out.append(np.einsum("bnk,bnkv->bnv", q[:, :, t], S))
+    return np.stack(out, 2), S
+
+
+def reference_gated_delta(q, k, v, beta, g, S):
+    """Gated DeltaNet (Yang et al. 2025, eq. 10), S of shape [V, K]:
+    S_t = S_{t-1} (alpha_t (I - beta_t k_t k_t^T)) + beta_t v_t k_t^T, o_t = S_t q_t."""
+    q, k, v, beta, g = (np.asarray(a, np.float64) for a in (q, k, v, beta, g))
+    S = np.swapaxes(np.asarray(S, np.float64), -1, -2)  # [B, N, V, K]
+    out = []
+    eye = np.eye(q.shape[-1])
+    for t in range(q.shape[2]):
+        kt, bt, at = k[:, :, t], beta[:, :, t, None, None], np.exp(g[:, :, t])[..., None, None]
+        S = S @ (at * (eye - bt * kt[..., :, None] * kt[..., None, :]))
+        S = S + bt * v[:, :, t, :, None] * kt[..., None, :]
+        out.append(np.einsum("bnvk,bnk->bnv", S, q[:, :, t]))
+    return np.stack(out, 2), np.swapaxes(S, -1, -2)
+
+
+def reference_mlstm(q, k, v, log_i, log_f, C, n):
+    """mLSTM (Beck et al. 2024, eqs. 19-27) without the stabiliser, which leaves h as it is:
+    C_t = f_t C_{t-1} + i_t v_t k_t^T, n_t = f_t n_{t-1} + i_t k_t,
+    h_t = C_t q_t / max(|n_t^T q_t|, 1); C kept as [K, V]."""
+    q, k, v, log_i, log_f, C, n = (np.asarray(a, np.float64)
+                                   for a in (q, k, v, log_i, log_f, C, n))  # fmt: skip
+    f, i = np.exp(log_f)[..., None], np.exp(log_i)[..., None]
+    out = []
+    for t in range(q.shape[2]):
+        C = f[:, :, t, :, None] * C + (i[:, :, t] * k[:, :, t])[..., None] * v[:, :, t, None, :]
+        n = f[:, :, t] * n + i[:, :, t] * k[:, :, t]
+        num = np.einsum("bnk,bnkv->bnv", q[:, :, t], C)
+        den = np.abs(np.einsum("bnk,bnk->bn", q[:, :, t], n))[..., None]
+        out.append(num / np.maximum(den, 1.0))
+    return np.stack(out, 2), C, n
+
+
+def _cases():
+    """Each recurrence as `f(form, chunk) -> (outputs, state)`, and its reference."""
+    q, k, v, g_head, g_key, beta, S0, log_i = _inputs()
+    k_unit = k / jnp.linalg.norm(k, axis=-1, keepdims=True)
+    log_f = jax.nn.log_sigmoid(g_head + 3.0)
+    m0 = jnp.zeros((B, N))
+    n0 = 0.3 * jnp.ones((B, N, K))
+    return {
+        "gla": (lambda f, c: chunkwise.linear_attention(q, k, v, g_key, S0, f, c),
+                lambda: reference_gla(q, k, v, g_key, S0)),
+        "mamba2": (lambda f, c: chunkwise.linear_attention(q, k, v, g_head, S0, f, c),
+                   lambda: reference_gla(q, k, v, g_head, S0)),
+        "gated_deltanet": (
+            lambda f, c: chunkwise.gated_delta(q, k_unit, v, beta, g_head, S0, f, c),
+            lambda: reference_gated_delta(q, k_unit, v, beta, g_head, S0)),
+        "mlstm": (lambda f, c: chunkwise.mlstm(q, k, v, log_i, log_f, (S0, n0, m0), f, c),
+                  lambda: reference_mlstm(q, k, v, log_i, log_f, S0, n0)),
+    }  # fmt: skip
+
+
+def _rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30)
+
+
+@pytest.mark.parametrize("name", MATRIX_CELLS)
+def test_every_form_equals_the_papers_equations(name):
+    run, reference = _cases()[name]
+    expected = reference()
+    for form, chunk in [("recurrent", 8), ("chunkwise", 8), ("chunkwise", 4), ("parallel", 8)]:
+        out, state = run(form, chunk)
+        assert _rel(out, expected[0]) < 1e-4, (form, chunk)
+        if name == "mlstm":  # the stabilised state times exp(m) is the paper's
+            C, n, m = state
+            scale = np.exp(np.asarray(m, np.float64))
+            assert _rel(np.asarray(C) * scale[..., None, None], expected[1]) < 1e-4
+            assert _rel(np.asarray(n) * scale[..., None], expected[2]) < 1e-4
+        else:
+            assert _rel(state, expected[1]) < 1e-4, (form, chunk)
+
+
+def test_the_chunk_forms_have_the_recurrent_forms_gradients():
+    """d(loss)/d(q, k, v, every gate, the initial state) through each form."""
+    q, k, v, g_head, g_key, beta, S0, log_i = _inputs(1)
+    k = k / jnp.linalg.norm(k, axis=-1, keepdims=True)
+    state = (S0, 0.3 * jnp.ones((B, N, K)), jnp.zeros((B, N)))
+    fns = {
+        "gla": lambda f, q, k, v, g, S: chunkwise.linear_attention(q, k, v, g, S, f, 8),
+        "mamba2": lambda f, q, k, v, g, S: chunkwise.linear_attention(q, k, v, g, S, f, 8),
+        "gated_deltanet": lambda f, q, k, v, g, S: chunkwise.gated_delta(
+            q, k, v, beta, g, S, f, 8),
+        "mlstm": lambda f, q, k, v, g, S: chunkwise.mlstm(
+            q, k, v, log_i, jax.nn.log_sigmoid(g + 3.0), (S, *state[1:]), f, 8),
+    }  # fmt: skip
+    weights = jax.random.normal(jax.random.key(2), (B, N, T, V))
+    for name, fn in fns.items():
+        g = g_key if name == "gla" else g_head
+
+        def loss(form, *args, fn=fn):
+            out, final = fn(form, *args)
+            return jnp.sum(out * weights) + jnp.sum(jax.tree.leaves(final)[0] ** 2)
+
+        grads = {form: jax.grad(loss, argnums=(1, 2, 3, 4, 5))(form, q, k, v, g, S0)
+                 for form in ("recurrent", "chunkwise", "parallel")}  # fmt: skip
+        for form in ("chunkwise", "parallel"):
+            for got, want in zip(grads[form], grads["recurrent"]):
+                assert _rel(got, want) < 1e-4, (name, form)
+
+
+def test_the_chunked_scan_equals_the_sequential_one_with_its_gradients():
+    from rnnlm_jax.nn.linear_scan import chunked_scan, linear_scan
+
+    ks = jax.random.split(jax.random.key(3), 3)
+    a = jax.nn.sigmoid(jax.random.normal(ks[0], (37, 3, 5)))
+    b = jax.random.normal(ks[1], (37, 3, 5))
+    h0 = jax.random.normal(ks[2], (3, 5))
+    for fn in (lambda *x: linear_scan(*x, scan="chunked"), lambda *x: chunked_scan(*x, chunk=8)):
+        assert _rel(fn(a, b, h0), linear_scan(a, b, h0, "sequential")) < 1e-5
+        got = jax.grad(lambda *x, fn=fn: jnp.sum(fn(*x) ** 2), argnums=(0, 1, 2))(a, b, h0)
+        want = jax.grad(lambda *x: jnp.sum(linear_scan(*x, "sequential") ** 2),
+                        argnums=(0, 1, 2))(a, b, h0)  # fmt: skip
+        for x, y in zip(got, want):
+            assert _rel(x, y) < 1e-5
+
+
+# --- the layer ----------------------------------------------------------------------------
+
+
+def _layer(cell, **kw):
+    return RNNLayer(cell=cell, num_hiddens=8, num_heads=2, chunk_size=4, **kw)
+
+
+@pytest.mark.parametrize("cell", MATRIX_CELLS)
+def test_the_layer_in_every_form_has_one_result_and_one_gradient(cell):
+    x = jax.random.normal(jax.random.key(0), (11, 2, 5))
+    layer = _layer(cell, num_layers=2)
+    state = jax.tree.map(lambda s: s + 0.1, layer.begin_state(2))
+    params = layer.init(jax.random.key(1), x, state)
+
+    def loss(form, params, x, state):
+        out, final = _layer(cell, num_layers=2, form=form).apply(params, x, state)
+        return jnp.sum(out**2) + sum(jnp.sum(s) for s in jax.tree.leaves(final))
+
+    want = jax.grad(loss, argnums=(1, 2, 3))("recurrent", params, x, state)
+    for form in ("chunkwise", "parallel"):
+        assert abs(loss(form, params, x, state) / loss("recurrent", params, x, state) - 1) < 1e-5
+        got = jax.grad(loss, argnums=(1, 2, 3))(form, params, x, state)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            assert _rel(a, b) < 1e-4, (cell, form)
+
+
+@pytest.mark.parametrize("cell", MATRIX_CELLS)
+def test_state_carried_lengths_and_layouts(cell):
+    x = jax.random.normal(jax.random.key(4), (12, 3, 5))
+    layer = _layer(cell)
+    params = layer.init(jax.random.key(5), x)
+    whole, final = layer.apply(params, x)
+    # Carried across two minibatches: the same outputs and final state.
+    first, mid = layer.apply(params, x[:7])
+    second, end = layer.apply(params, x[7:], mid)
+    assert _rel(jnp.concatenate([first, second]), whole) < 1e-5
+    for a, b in zip(jax.tree.leaves(end), jax.tree.leaves(final)):
+        assert _rel(a, b) < 1e-5
+    # seq_lengths: zeros past each end, the state at each end, as the truncated sequence.
+    lengths = jnp.array([12, 5, 0])
+    out, state = layer.apply(params, x, seq_lengths=lengths)
+    assert not np.any(np.asarray(out[5:, 1])) and not np.any(np.asarray(out[:, 2]))
+    short, short_state = layer.apply(params, x[:5, 1:2])
+    assert _rel(out[:5, 1], short[:, 0]) < 1e-5
+    for a, b, zero in zip(jax.tree.leaves(state), jax.tree.leaves(short_state),
+                          jax.tree.leaves(layer.begin_state(3))):  # fmt: skip
+        assert _rel(a[:, 1], b[:, 0]) < 1e-5
+        assert np.array_equal(a[:, 2], zero[:, 2])  # length 0 keeps the initial state
+    # Batch-major layout: the same, transposed.
+    bm = _layer(cell, time_major=False).apply(params, jnp.swapaxes(x, 0, 1))[0]
+    assert _rel(jnp.swapaxes(bm, 0, 1), whole) < 1e-6
+
+
+@pytest.mark.parametrize("cell", MATRIX_CELLS)
+def test_generation_token_by_token_equals_the_training_forward_pass(cell):
+    model = RNNModel(11, cell=cell, block="residual", num_hiddens=8, num_layers=2, num_heads=2,
+                     chunk_size=4)  # fmt: skip
+    tokens = jax.random.randint(jax.random.key(6), (2, 9), 0, 11)
+    params = model.init(jax.random.key(7), tokens, model.begin_state(2))
+    logits, final = model.apply(params, tokens, model.begin_state(2))
+    state, steps = model.begin_state(2), []
+    for t in range(9):  # one step: the recurrent form, the conv window carried
+        step, state = model.apply(params, tokens[:, t : t + 1], state)
+        steps.append(step)
+    by_step = jnp.stack(steps).reshape(-1, 11)  # time-major rows, as the model's logits
+    assert _rel(by_step, logits) < 1e-5
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(final)):
+        assert _rel(a, b) < 1e-5
+
+
+def test_mlstm_in_bfloat16_keeps_its_recurrence_in_float32():
+    x = jax.random.normal(jax.random.key(8), (40, 2, 8))
+    layer = _layer("mlstm", dtype=jnp.bfloat16)
+    params = layer.init(jax.random.key(9), x)
+    out, (C, n, m) = layer.apply(params, 30.0 * x)  # large gates: the stabiliser at work
+    assert C.dtype == n.dtype == m.dtype == jnp.float32
+    assert np.all(np.isfinite(np.asarray(out)))
+
+
+# --- bad input ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (("--config.num_heads=3",), ("num_heads=3", "num_hiddens")),
+        (("--config.remat=sometimes",), ("remat",)),
+        (("--config.chunk_size=-1",), ("chunk_size",)),
+        (("--config.key_dim=-2",), ("key_dim",)),
+        (("--config.form=blocked",), ("form",)),
+    ],
+)
+def test_bad_matrix_fields_are_one_line(tmp_path, flags, words):
+    r = run_main(f"{SHAKESPEARE}:mlstm,smoke", *flags, f"--workdir={tmp_path / 'w'}")
+    assert_one_error(r, 2, *words)
+    assert not (tmp_path / "w").exists()
+
+
+def test_remat_by_chunk_needs_a_matrix_state_cell():
+    config = fields.defaults()
+    config.cell, config.remat = "mingru", "chunk"
+    with pytest.raises(ConfigError, match="remat='chunk'"):
+        checks.validate(config)
+    config.cell, config.remat = "lstm", "block"
+    with pytest.raises(ConfigError, match="remat='block'"):
+        checks.validate(config)
+
+
+def test_a_checkpoint_of_another_cell_is_refused_untouched(tmp_path):
+    workdir = tmp_path / "w"
+    r = run_main(f"{SHAKESPEARE}:mlstm,smoke", "--config.num_epochs=1", f"--workdir={workdir}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    before = sorted((p.name, p.stat().st_size) for p in workdir.rglob("*"))
+    for flags in (("--config.cell=gla",), ("--config.key_dim=4",)):
+        r = run_main(f"{SHAKESPEARE}:mlstm,smoke", "--config.num_epochs=2", *flags,
+                     f"--workdir={workdir}")  # fmt: skip
+        assert_one_error(r, 2, "checkpoint")
+    assert sorted((p.name, p.stat().st_size) for p in workdir.rglob("*")) == before
