@@ -3,7 +3,9 @@ r"""The recurrences trained in parallel over time beside the LSTM: speed, qualit
     python benchmarks/recurrences.py speed          # tokens/sec, fraction of the matmul peak
     python benchmarks/recurrences.py shakespeare    # validation loss vs wall-clock, a PNG
     python benchmarks/recurrences.py generation     # 1,000 characters, compiled, per cell
-    python benchmarks/recurrences.py scans          # the two scans alone: time, XLA's bytes
+    python benchmarks/recurrences.py scans          # the scans alone: time, XLA's bytes
+    python benchmarks/recurrences.py matrix         # the matrix-state cells' forms, chunks
+    python benchmarks/recurrences.py memory         # a train step at T 4096, each remat
 
 `speed`: training tokens/sec of one layer of every cell (one-hot inputs, the Dense head,
 clipped SGD; the classic cells by their fast layers) at the book's shapes (B 32, T 35,
@@ -25,8 +27,18 @@ model's natural context (ours: one stream, the state carried; nanoGPT: a sliding
 64, stride 8). One table of both; the median over the rounds; a PNG of the curves.
 `generation`: greedy sampling of 1,000 characters after a prefix as one compiled call, per
 cell, from freshly initialised 1 x 256 models (the work does not depend on the weights).
-`scans`: `linear_scan` alone, forward and backward, at `[T, B, H]`, by either scan: the
+`scans`: `linear_scan` alone, forward and backward, at `[T, B, H]`, by each scan: the
 time and the bytes XLA's cost analysis counts.
+`matrix`: each matrix-state cell (mlstm, gla, mamba2, gated_deltanet) at B 8, 4 heads of
+width 64 (H 256), T 256, 1024, 4096: forward + backward milliseconds of the recurrence alone
+and of the whole layer (projections, convolution, norm, gates), in every form, the chunkwise
+one at chunks of 16 to 128, the forms alternated within each of `--repeats` rounds in one
+process per (cell, T), the median reported; XLA's memory of the compiled backward pass; and
+at T 1024 the chunkwise form against the recurrent one: outputs, final state and gradients
+(inputs, gates, initial state), the largest relative difference.
+`memory`: one AdamW training step of the Shakespeare-sized model (two residual blocks of
+width 256, MLP 512, 4 heads, vocab 66) at B 8, T 4096, each remat, each in a fresh process:
+XLA's memory of the compiled step and the process's peak resident memory.
 Results are printed and written as JSON (`--out`).
 """
 
@@ -49,6 +61,7 @@ sys.path.insert(0, str(ROOT))
 
 CLASSIC = ("lstm", "gru")
 LINEAR = ("mingru", "minlstm", "rglru", "lru")
+MATRIX = ("mlstm", "gla", "mamba2", "gated_deltanet")
 NANOGPT_CPU = 1.88  # nanoGPT README: shakespeare_char on a CPU, "a loss of only 1.88"
 
 
@@ -322,11 +335,12 @@ def generation(args) -> dict:
 
     out = {}
     prefix = jax.numpy.asarray(np.arange(14) % args.vocab, jax.numpy.int32)
-    for cell in CLASSIC + LINEAR:
+    for cell in CLASSIC + LINEAR + MATRIX:
         for block in ("stack", "residual"):
             layers = 1 if block == "stack" else 2
             model = RNNModel(args.vocab, cell=cell, block=block, num_hiddens=args.hidden,
-                             num_layers=layers, initializer="flax")  # fmt: skip
+                             num_layers=layers, initializer="flax",
+                             num_heads=4 if cell in MATRIX else 1)  # fmt: skip
             state = train.create_train_state(model, jax.random.key(0), 1.0, 1.0, 1, 8)
 
             def sample(model=model, params=state.params):
@@ -356,7 +370,7 @@ def scans(args) -> dict:
             jax.numpy.zeros(shape[1:]),
         )
         array = 4 * T * args.batch * args.hidden
-        for scan in ("associative", "sequential"):
+        for scan in ("associative", "sequential", "chunked"):
             grad = jax.grad(lambda a, b, h0, s=scan: linear_scan(a, b, h0, s).sum(), (0, 1))
             compiled = jax.jit(grad).lower(*inputs).compile()
             cost = compiled.cost_analysis()
@@ -374,16 +388,200 @@ def scans(args) -> dict:
     return out
 
 
+def _recurrence_inputs(cell: str, B: int, N: int, T: int, K: int):
+    """Random queries, keys, values, gates and a state for `chunkwise`'s function of `cell`,
+    as the layer would give them: `(fn, args)` with `fn(*args, form, chunk) -> (o, S)`."""
+    import jax
+    import jax.numpy as jnp
+
+    from rnnlm_jax.nn import chunkwise
+
+    ks = jax.random.split(jax.random.key(0), 6)
+    q, k, v = (jax.random.normal(ks[i], (B, N, T, K)) for i in range(3))
+    k = k / jnp.linalg.norm(k, axis=-1, keepdims=True)
+    g = -jax.nn.softplus(jax.random.normal(ks[3], (B, N, T)) + 2.0)
+    S = 0.1 * jax.random.normal(ks[4], (B, N, K, K))
+    if cell == "gla":
+        g = jnp.maximum(-jax.nn.softplus(jax.random.normal(ks[3], (B, N, T, K)) + 2.0), -4.0)
+        return (lambda *a, f, c: chunkwise.linear_attention(*a, f, c)), (q * K**-0.5, k, v, g, S)
+    if cell == "mamba2":
+        return (lambda *a, f, c: chunkwise.linear_attention(*a, f, c)), (q, k, v, g, S)
+    if cell == "gated_deltanet":
+        beta = jax.nn.sigmoid(jax.random.normal(ks[5], (B, N, T)))
+        return (lambda *a, f, c: chunkwise.gated_delta(*a, f, c)), (q * K**-0.5, k, v, beta, g, S)
+    log_i = jax.random.normal(ks[5], (B, N, T))
+    state = (S, jnp.zeros((B, N, K)), jnp.zeros((B, N)))
+
+    def fn(q, k, v, log_i, log_f, C, n, m, f, c):
+        return chunkwise.mlstm(q, k, v, log_i, log_f, (C, n, m), f, c)
+
+    return fn, (q, k * K**-0.5, v, log_i, jax.nn.log_sigmoid(-g), *state)
+
+
+def matrix_child(cell: str, T: int, repeats: int, chunks: list[int]) -> dict:
+    """Every form of `cell` at length T: see the module docstring (`matrix`)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from rnnlm_jax.nn.matrix_cells import MatrixLayer, matrix_state
+
+    B, N, K, H = 8, 4, 64, 256
+    forms = [("recurrent", 0)] + [("chunkwise", c) for c in chunks if c < T]
+    if T <= 1024:
+        forms.append(("parallel", T))
+    fn, args = _recurrence_inputs(cell, B, N, T, K)
+    x = jax.random.normal(jax.random.key(1), (T, B, H))
+    compiled = {}
+    for form, chunk in forms:
+
+        def loss(*a, form=form, chunk=chunk):
+            out, final = fn(*a, f=form, c=max(chunk, 1))
+            return jnp.sum(out**2) + sum(jnp.sum(s**2) for s in jax.tree.leaves(final))
+
+        layer = MatrixLayer(cell, H, num_heads=N, form=form, chunk_size=max(chunk, 1))
+        carry = matrix_state(cell, (B,), N, K, K)
+        params = layer.init(jax.random.key(2), carry, x[:8])
+
+        def layer_loss(params, x, layer=layer, carry=carry):
+            return jnp.sum(layer.apply(params, carry, x)[1] ** 2)
+
+        argnums = tuple(range(len(args)))
+        rec = jax.jit(jax.value_and_grad(loss, argnums)).lower(*args).compile()
+        lay = jax.jit(jax.grad(layer_loss, (0, 1))).lower(params, x).compile()
+        compiled[(form, chunk)] = (rec, lay, params)
+    times = {key: ([], []) for key in compiled}
+    for _ in range(repeats):  # the forms alternated within each round
+        for key, (rec, lay, params) in compiled.items():
+            jax.block_until_ready(rec(*args))
+            times[key][0].append(_timed(lambda rec=rec: jax.block_until_ready(rec(*args))))
+            jax.block_until_ready(lay(params, x))
+            times[key][1].append(
+                _timed(lambda lay=lay, params=params: jax.block_until_ready(lay(params, x)))
+            )
+    rows = []
+    for (form, chunk), (rec, lay, _) in compiled.items():
+        mem = rec.memory_analysis()
+        rows.append({"form": form, "chunk": chunk,
+                     "recurrence_ms": 1e3 * statistics.median(times[(form, chunk)][0]),
+                     "layer_ms": 1e3 * statistics.median(times[(form, chunk)][1]),
+                     "recurrence_temp_bytes": int(getattr(mem, "temp_size_in_bytes", 0)),
+                     "layer_temp_bytes": int(getattr(lay.memory_analysis(),
+                                                     "temp_size_in_bytes", 0))})  # fmt: skip
+    out = {"cell": cell, "T": T, "rows": rows}
+    if T == 1024:  # the chunkwise form (the fastest chunk) against the recurrent one
+        best = min((r for r in rows if r["form"] == "chunkwise"), key=lambda r: r["recurrence_ms"])
+        ref_loss, ref = compiled[("recurrent", 0)][0](*args)
+        got_loss, got = compiled[("chunkwise", best["chunk"])][0](*args)
+        o_ref, S_ref = fn(*args, f="recurrent", c=1)
+        o, S = fn(*args, f="chunkwise", c=best["chunk"])
+
+        def rel(a, b):
+            a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+            return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+
+        out["check"] = {"chunk": best["chunk"], "outputs": rel(o, o_ref),
+                        "final_state": max(rel(a, b) for a, b in zip(jax.tree.leaves(S),
+                                                                     jax.tree.leaves(S_ref))),
+                        "gradients": max(rel(a, b) for a, b in zip(got, ref))}  # fmt: skip
+    return out
+
+
+def matrix(args) -> dict:
+    out = {"batch": 8, "heads": 4, "head_width": 64, "repeats": args.repeats, "cells": []}
+    for T in args.lengths:
+        for cell in MATRIX:
+            r = _json_of([sys.executable, __file__, "matrix-child", cell, str(T),
+                          str(args.repeats), ",".join(map(str, args.chunks))])  # fmt: skip
+            out["cells"].append(r)
+            for row in r["rows"]:
+                print(f"{cell} T={T} {row['form']} {row['chunk']}: recurrence "
+                      f"{row['recurrence_ms']:.1f} ms, layer {row['layer_ms']:.1f} ms, XLA "
+                      f"temp {row['recurrence_temp_bytes'] / 2**20:.0f} MiB", file=sys.stderr,
+                      flush=True)  # fmt: skip
+            if "check" in r:
+                print(f"{cell} check: {r['check']}", file=sys.stderr, flush=True)
+    return out
+
+
+def matrix_table(result: dict) -> str:
+    lines = ["| cell | T | form | chunk | recurrence fwd+bwd, ms | x recurrent | layer "
+             "fwd+bwd, ms | x recurrent | XLA temp of the recurrence's backward, MiB |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for r in result["cells"]:
+        rec = next(x for x in r["rows"] if x["form"] == "recurrent")
+        for x in r["rows"]:
+            lines.append(
+                f"| {r['cell']} | {r['T']} | {x['form']} | {x['chunk'] or '-'} | "
+                f"{x['recurrence_ms']:.1f} | {rec['recurrence_ms'] / x['recurrence_ms']:.2f} | "
+                f"{x['layer_ms']:.1f} | {rec['layer_ms'] / x['layer_ms']:.2f} | "
+                f"{x['recurrence_temp_bytes'] / 2**20:.0f} |"
+            )
+    return "\n".join(lines)
+
+
+def memory_child(remat: str, cell: str, T: int) -> dict:
+    """One training step of the Shakespeare-sized model; XLA's memory of the step."""
+    import resource
+
+    import jax
+
+    from rnnlm_jax import train
+    from rnnlm_jax.nn.models import RNNModel
+
+    B, V = 8, 66
+    model = RNNModel(V, cell=cell, block="residual", num_hiddens=256, num_layers=2,
+                     mlp_expansion=2, num_heads=4, initializer="flax", remat=remat)  # fmt: skip
+    state = train.create_train_state(model, jax.random.key(0), 1e-3, 1.0, B, T)
+    X = jax.random.randint(jax.random.key(1), (B, T), 0, V)
+    begin = model.begin_state(B)
+    compiled = train.train_step.lower(state, begin, X, X).compile()
+    mem = compiled.memory_analysis()
+    out = compiled(state, begin, X, X)
+    jax.block_until_ready(out)
+    seconds = _timed(lambda: jax.block_until_ready(compiled(state, begin, X, X)))
+    return {"remat": remat, "cell": cell, "T": T, "step_s": seconds,
+            "xla_temp_bytes": int(getattr(mem, "temp_size_in_bytes", 0)),
+            "peak_rss_bytes": 1024 * resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}  # fmt: skip
+
+
+def memory(args) -> dict:
+    rows = []
+    for cell in args.cells:
+        for remat in ("none", "block", "chunk"):
+            if remat == "chunk" and cell not in MATRIX:
+                continue
+            r = _json_of([sys.executable, __file__, "memory-child", remat, cell,
+                          str(args.lengths[-1])])  # fmt: skip
+            rows.append(r)
+            print(f"{cell} remat={remat}: XLA temp {r['xla_temp_bytes'] / 2**30:.2f} GiB, peak "
+                  f"RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB, step {r['step_s']:.1f} s",
+                  file=sys.stderr, flush=True)  # fmt: skip
+    return {"rows": rows}
+
+
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "evaluate":
         print(json.dumps(evaluate_child(sys.argv[2])))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "matrix-child":
+        cell, T, repeats, chunks = sys.argv[2:]
+        chunks = [int(c) for c in chunks.split(",")]
+        print(json.dumps(matrix_child(cell, int(T), int(repeats), chunks)))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "memory-child":
+        remat, cell, T = sys.argv[2:]
+        print(json.dumps(memory_child(remat, cell, int(T))))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "child":
         cell, T, scan, B, H, V, repeats = sys.argv[2:]
         print(json.dumps(speed_child(cell, int(T), scan, int(B), int(H), int(V), int(repeats))))
         return
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=("speed", "shakespeare", "generation", "scans"))
+    p.add_argument("what", choices=("speed", "shakespeare", "generation", "scans", "matrix",
+                                    "memory"))  # fmt: skip
+    p.add_argument("--chunks", type=int, nargs="+", default=[16, 32, 64, 128])
+    p.add_argument("--cells", nargs="+", default=list(MATRIX) + ["mingru"])
     p.add_argument("--lengths", type=int, nargs="+", default=[35, 256, 1024])
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--hidden", type=int, default=256)
@@ -407,12 +605,15 @@ def main():
                    help="the Python (with torch) that runs nanoGPT")  # fmt: skip
     p.add_argument("--out", default="recurrences")
     args = p.parse_args()
-    jobs = {"speed": speed, "shakespeare": shakespeare, "generation": generation, "scans": scans}
+    jobs = {"speed": speed, "shakespeare": shakespeare, "generation": generation, "scans": scans,
+            "matrix": matrix, "memory": memory}  # fmt: skip
     result = jobs[args.what](args)
     if args.what == "speed":
         print(speed_table(result))
     if args.what == "shakespeare":
         print(shakespeare_table(result))
+    if args.what == "matrix":
+        print(matrix_table(result))
     Path(args.out).with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     os.sync()
 
