@@ -540,9 +540,10 @@ def memory_child(remat: str, cell: str, T: int) -> dict:
     out = compiled(state, begin, X, X)
     jax.block_until_ready(out)
     seconds = _timed(lambda: jax.block_until_ready(compiled(state, begin, X, X)))
+    peak = 1024 * resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: KiB
     return {"remat": remat, "cell": cell, "T": T, "step_s": seconds,
             "xla_temp_bytes": int(getattr(mem, "temp_size_in_bytes", 0)),
-            "peak_rss_bytes": 1024 * resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}  # fmt: skip
+            "peak_rss_bytes": peak}  # fmt: skip
 
 
 def memory(args) -> dict:
