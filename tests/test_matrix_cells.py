@@ -247,20 +247,25 @@ def test_mlstm_in_bfloat16_keeps_its_recurrence_in_float32():
 # --- bad input ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "flags, words",
-    [
-        (("--config.num_heads=3",), ("num_heads=3", "num_hiddens")),
-        (("--config.remat=sometimes",), ("remat",)),
-        (("--config.chunk_size=-1",), ("chunk_size",)),
-        (("--config.key_dim=-2",), ("key_dim",)),
-        (("--config.form=blocked",), ("form",)),
-    ],
-)
-def test_bad_matrix_fields_are_one_line(tmp_path, flags, words):
-    r = run_main(f"{SHAKESPEARE}:mlstm,smoke", *flags, f"--workdir={tmp_path / 'w'}")
-    assert_one_error(r, 2, *words)
+def test_heads_that_do_not_divide_the_width_are_one_line(tmp_path):
+    r = run_main(
+        f"{SHAKESPEARE}:mlstm,smoke", "--config.num_heads=3", f"--workdir={tmp_path / 'w'}"
+    )
+    assert_one_error(r, 2, "num_heads=3", "num_hiddens=32")
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("remat", "sometimes"), ("chunk_size", -1), ("key_dim", -2), ("value_dim", -1),
+     ("form", "blocked"), ("num_heads", 0)],
+)  # fmt: skip
+def test_bad_matrix_fields_are_refused_naming_the_field(field, value):
+    config = fields.defaults()
+    config.cell = "gla"
+    config[field] = value
+    with pytest.raises(ConfigError, match=field):
+        checks.validate(config)
 
 
 def test_remat_by_chunk_needs_a_matrix_state_cell():
@@ -283,3 +288,25 @@ def test_a_checkpoint_of_another_cell_is_refused_untouched(tmp_path):
                      f"--workdir={workdir}")  # fmt: skip
         assert_one_error(r, 2, "checkpoint")
     assert sorted((p.name, p.stat().st_size) for p in workdir.rglob("*")) == before
+
+
+@pytest.mark.parametrize("cell, remats", [("gla", ("block", "chunk")), ("mingru", ("block",))])
+def test_remat_changes_no_result(cell, remats):
+    tokens = jax.random.randint(jax.random.key(10), (2, 12), 0, 11)
+
+    def grads(remat):
+        model = RNNModel(11, cell=cell, block="residual", num_hiddens=8, num_layers=2,
+                         num_heads=2, chunk_size=4, remat=remat)  # fmt: skip
+        params = model.init(jax.random.key(11), tokens, model.begin_state(2))
+
+        def loss(params):
+            logits, _ = model.apply(params, tokens, model.begin_state(2))
+            return jnp.mean(logits**2)
+
+        return jax.value_and_grad(loss)(params)
+
+    want = grads("none")
+    for remat in remats:
+        got = grads(remat)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            assert _rel(a, b) < 1e-5, remat

@@ -136,7 +136,8 @@ LM: dict[str, Field] = {
                        "[0, num_steps] (False: at token 0)"),
     # Model.
     "cell": F(_SPEC["cell"], "str", "rnn | gru | lstm, or trained in parallel over time: "
-              "mingru | minlstm | rglru | lru",
+              "mingru | minlstm | rglru | lru, or with a matrix state: mlstm | gla | mamba2 "
+              "| gated_deltanet",
               choices=("rnn", "gru", "lstm", "mingru", "minlstm", "rglru", "lru", "mlstm",
                        "gla", "mamba2", "gated_deltanet")),
     "block": F(_SPEC["block"], "str", "stack (plain stacked layers) | residual (pre-norm "
