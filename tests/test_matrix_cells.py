@@ -12,7 +12,7 @@ from test_sweeps import run_main
 
 from rnnlm_jax.config import checks, fields
 from rnnlm_jax.config.checks import ConfigError
-from rnnlm_jax.nn import chunkwise
+from rnnlm_jax.nn import chunkwise, models
 from rnnlm_jax.nn.layer import RNNLayer
 from rnnlm_jax.nn.matrix_cells import MATRIX_CELLS
 from rnnlm_jax.nn.models import RNNModel
@@ -268,14 +268,13 @@ def test_bad_matrix_fields_are_refused_naming_the_field(field, value):
         checks.validate(config)
 
 
-def test_remat_by_chunk_needs_a_matrix_state_cell():
+def test_remat_block_in_a_stack_needs_a_parallel_in_time_cell():
     config = fields.defaults()
-    config.cell, config.remat = "mingru", "chunk"
-    with pytest.raises(ConfigError, match="remat='chunk'"):
-        checks.validate(config)
     config.cell, config.remat = "lstm", "block"
     with pytest.raises(ConfigError, match="remat='block'"):
         checks.validate(config)
+    config.remat = "chunk"  # per segment of time: any cell
+    checks.validate(config)
 
 
 def test_a_checkpoint_of_another_cell_is_refused_untouched(tmp_path):
@@ -290,23 +289,28 @@ def test_a_checkpoint_of_another_cell_is_refused_untouched(tmp_path):
     assert sorted((p.name, p.stat().st_size) for p in workdir.rglob("*")) == before
 
 
-@pytest.mark.parametrize("cell, remats", [("gla", ("block", "chunk")), ("mingru", ("block",))])
-def test_remat_changes_no_result(cell, remats):
+@pytest.mark.parametrize(
+    "cell, block, remats",
+    [("gla", "residual", ("block", "chunk")), ("mingru", "stack", ("block", "chunk"))],
+)
+def test_remat_changes_no_result(cell, block, remats, monkeypatch):
+    monkeypatch.setattr(models, "REMAT_STEPS", 5)  # segments of 5, 5 and 2 steps
     tokens = jax.random.randint(jax.random.key(10), (2, 12), 0, 11)
 
     def grads(remat):
-        model = RNNModel(11, cell=cell, block="residual", num_hiddens=8, num_layers=1,
+        model = RNNModel(11, cell=cell, block=block, num_hiddens=8, num_layers=2,
                          num_heads=2, chunk_size=4, remat=remat)  # fmt: skip
         params = model.init(jax.random.key(11), tokens, model.begin_state(2))
 
         def loss(params):
-            logits, _ = model.apply(params, tokens, model.begin_state(2))
-            return jnp.mean(logits**2)
+            logits, state = model.apply(params, tokens, model.begin_state(2))
+            return jnp.mean(logits**2) + sum(jnp.mean(s**2) for s in jax.tree.leaves(state))
 
         return jax.value_and_grad(loss)(params)
 
     want = grads("none")
     for remat in remats:
-        got = grads(remat)
+        got = grads(remat)  # the same parameter tree: a checkpoint restores either way
+        assert jax.tree.structure(got) == jax.tree.structure(want)
         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
             assert _rel(a, b) < 1e-5, remat

@@ -102,14 +102,12 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         f"{config.num_hiddens} (cell {config.cell}'s heads split it)",
     )
     _check(
-        config.remat == "none" or matrix or config.cell in LINEAR_CELLS,
-        f"config.remat={config.remat!r} applies to the parallel-in-time and matrix-state "
-        f"cells, not {config.cell} (use 'none')",
-    )
-    _check(
-        config.remat != "chunk" or matrix,
-        f"config.remat='chunk' recomputes a matrix-state cell's chunks; cell {config.cell} "
-        "has none (use 'block')",
+        config.remat != "block"
+        or config.block == "residual"
+        or matrix
+        or config.cell in LINEAR_CELLS,
+        f"config.remat='block' recomputes residual blocks, or the layers of a parallel-in-time "
+        f"or matrix-state cell; a stack of {config.cell} has neither (use 'chunk' or 'none')",
     )
     _check(
         config.lr_decay == 1.0 or config.lr_schedule == "constant",

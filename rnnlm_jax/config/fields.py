@@ -181,8 +181,9 @@ LM: dict[str, Field] = {
     "chunk_size": F(_SPEC["chunk_size"], "int", "the chunkwise form's chunk in steps (0: the "
                     "cell's measured default; longer than num_steps: num_steps)", 0, BIG),
     "remat": F(_SPEC["remat"], "str", "what the backward pass recomputes to save memory: none "
-               "| block (each block or layer, from its input) | chunk (a matrix-state cell's "
-               "chunkwise internals)", choices=("none", "block", "chunk")),
+               "| block (each block or layer, from its input) | chunk (each block per "
+               "segment of 512 steps, the state carried between them)",
+               choices=("none", "block", "chunk")),
     "unroll": F(_SPEC["unroll"], "int", "time steps per iteration of the compiled loop", 1, BIG),
     "dtype": F(_SPEC["dtype"], "str", "dtype of the matmul operands", choices=("float32",
                "bfloat16")),

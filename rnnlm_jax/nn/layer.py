@@ -216,9 +216,8 @@ class RNNLayer(nn.Module):
         (`chunkwise.resolve_form`: recurrent for one step, parallel up to a chunk).
       chunk_size: the chunkwise form's chunk (0: the cell's measured default,
         `CHUNK_SIZES`); one longer than T runs as T.
-      remat: `none`, `block` (each layer of a parallel-in-time or matrix-state cell
-        recomputed in the backward pass from its inputs) or `chunk` (the chunkwise
-        recurrence's internals recomputed; for the vector cells their scan).
+      remat: `none` or `block` (each layer of a parallel-in-time or matrix-state cell
+        recomputed in the backward pass from its input); `RNNModel` also takes `chunk`.
       unroll: time steps per loop iteration of the compiled scan.
       dtype: dtype of the matmul operands; parameters, carries and sums stay float32.
     """
@@ -288,6 +287,11 @@ class RNNLayer(nn.Module):
           `[L, T, B, K*H]` (`[L, B, T, K*H]` with `time_major=False`; the LSTM: a pair
           `(cs, hs)` of them, the cell states over time too), zero past each sequence's end.
         """
+        if self.remat not in ("none", "block"):
+            raise ValueError(
+                f"RNNLayer: remat={self.remat!r}; expected 'none' or 'block' (RNNModel's "
+                "remat='chunk' recomputes it per segment of time)"
+            )
         named = isinstance(self.cell, str)
         if named and self.cell not in NAMED_CELLS:
             raise ValueError(f"unknown cell {self.cell!r}; expected one of {NAMED_CELLS}")
@@ -386,7 +390,7 @@ class RNNLayer(nn.Module):
         layer_cls = nn.remat(MatrixLayer) if self.remat == "block" else MatrixLayer
         layer = layer_cls(
             self.cell, self.num_hiddens, self.vocab_size, form=self.form,
-            chunk_size=self.chunk_size or CHUNK_SIZES[self.cell], remat=self.remat,
+            chunk_size=self.chunk_size or CHUNK_SIZES[self.cell],
             dtype=self.dtype, name=name, **heads, **kernel,
         )  # fmt: skip
         return layer(carry, x, mask)

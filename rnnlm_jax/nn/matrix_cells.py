@@ -46,7 +46,6 @@ from rnnlm_jax.nn.recurrences import matmul
 Initializer = Any
 GLA_GATE_RANK = 16  # GLA's low-rank gate projection
 GLA_GATE_TEMPERATURE = 16.0  # GLA's gate_logit_normalizer
-REMATS = ("none", "block", "chunk")
 
 
 def head_widths(num_hiddens: int, num_heads: int, key_dim: int, value_dim: int):
@@ -104,7 +103,6 @@ class MatrixLayer(nn.Module):
     value_dim: int = 0
     form: str = "auto"
     chunk_size: int = 64
-    remat: str = "none"
     forget_gate: str = "sigmoid"  # mlstm: sigmoid | exp
     kernel_init: Initializer = nn.initializers.lecun_normal()
     dtype: Any = jnp.float32
@@ -161,8 +159,6 @@ class MatrixLayer(nn.Module):
         N, K, V = self.widths()
         fn = RECURRENCES[self.cell]
         run = functools.partial(fn, form=self.form, chunk_size=self.chunk_size)
-        if self.remat == "chunk":  # keep q, k, v and the gates; recompute the rest
-            run = jax.checkpoint(run)
         if keep is not None:  # steps past the end: no input, decay 1
             k = jnp.where(keep[..., None], k, 0.0)
         if self.cell == "gla":

@@ -21,6 +21,8 @@ from rnnlm_jax.nn.initializers import INITS, head_initializers, initializers  # 
 from rnnlm_jax.nn.layer import CELLS, RNNLayer, State, translate_deprecated, zero_state  # noqa: F401
 from rnnlm_jax.nn.spec import LAYER_FIELDS, ModelSpec
 
+REMAT_STEPS = 512  # remat="chunk": the segments of time each block is recomputed over
+
 
 class RNNModel(nn.Module):
     """The book's `RNNModel` (one-hot tokens -> `RNNLayer` -> Dense head to vocab logits),
@@ -45,6 +47,11 @@ class RNNModel(nn.Module):
       impl: as `RNNLayer`; with any but `flax` the Dense head is `rnnlm_jax.nn.head`'s (the
         same parameters, float32 logits, its matmuls' operands in `dtype`); `flax`: flax's
         own layers throughout.
+      remat: `none`; `block`: each residual block (a stack: each layer of a parallel-in-time
+        or matrix-state cell) recomputed in the backward pass from its input; `chunk`: the
+        blocks (or the stack) run over segments of `REMAT_STEPS` steps by a scan, the state
+        carried from one to the next, and the backward pass recomputes one segment at a
+        time: it holds the segments' inputs and one segment's activations.
       other attributes: as `RNNLayer`. No dropout ever touches the recurrent connections.
 
     The fields besides `vocab_size` are `spec.ModelSpec`'s (`RNNModel.from_spec` builds one
@@ -110,14 +117,10 @@ class RNNModel(nn.Module):
         if self.block == "residual":
             own = ("cell", "num_hiddens", "num_layers", "dropout", "dtype")
             inner = {k: v for k, v in layer.items() if k not in own}
-            if self.remat == "block":  # the whole block recomputed, not its layer again
-                inner["remat"] = "none"
+            inner["remat"] = "none"  # the whole block is recomputed, not its layer again
             kernel = inits.get("kernel_init", nn.initializers.lecun_normal())
-            block_cls = (
-                nn.remat(ResidualBlock, static_argnums=(3,))
-                if self.remat == "block"
-                else ResidualBlock
-            )
+            remat = self.remat == "block"  # chunk: `_by_segments` recomputes them
+            block_cls = nn.remat(ResidualBlock, static_argnums=(3,)) if remat else ResidualBlock
             self.blocks = [
                 block_cls(
                     self.cell,
@@ -132,6 +135,8 @@ class RNNModel(nn.Module):
             ]
             self.final_norm = nn.RMSNorm()
         else:
+            if self.remat == "chunk":  # `_by_segments` recomputes the stack
+                layer["remat"] = "none"
             self.rnn = RNNLayer(vocab_size=self.vocab_size, **layer)
         head = head_initializers(self.initializer, self.init_scale, self.num_hiddens)
         if self.tie_embeddings:
@@ -164,10 +169,12 @@ class RNNModel(nn.Module):
         x = tokens.T  # time-major; without an embedding the ids stand for their one-hots
         if self.embed_dim or self.block == "residual":
             x = self.embed_drop(self.embed(x), deterministic=deterministic)
-        if self.block == "residual":
-            outputs, state = self._residual(x, state, deterministic)
+        if self.remat == "chunk" and x.shape[0] > REMAT_STEPS:
+            outputs, state = self._by_segments(x, state, deterministic)
         else:
-            outputs, state = self.rnn(x, state, deterministic)
+            outputs, state = self._recurrent(x, state, deterministic)
+        if self.block == "residual":
+            outputs = self.final_norm(outputs)
         outputs = self.output_drop(outputs, deterministic=deterministic)
         outputs = outputs.reshape(-1, outputs.shape[-1])
         if self.tie_embeddings:
@@ -176,12 +183,41 @@ class RNNModel(nn.Module):
             logits = self.dense(outputs)
         return logits.astype(jnp.float32), state
 
-    def _residual(self, x, state, deterministic):
+    def _by_segments(self, x, state, deterministic):
+        """`_recurrent` over segments of `REMAT_STEPS` steps, the state carried, by a scan
+        whose step is rematerialised, so the backward pass recomputes one segment at a
+        time (a Python loop of checkpointed calls lets XLA schedule every recomputation at
+        once: measured, it saved nothing). Steps past the last whole segment run after it."""
+        T = x.shape[0]
+        n = T // REMAT_STEPS
+
+        def step(model, carry, xs):
+            outputs, carry = model._recurrent(xs, carry, deterministic)
+            return carry, outputs
+
+        scan = nn.scan(
+            nn.remat(step, prevent_cse=False),  # inside a scan CSE cannot undo it
+            variable_broadcast="params",
+            split_rngs={"params": False, "dropout": True},
+        )
+        whole = x[: n * REMAT_STEPS].reshape((n, REMAT_STEPS) + x.shape[1:])
+        state, outputs = scan(self, state, whole)
+        outputs = outputs.reshape((n * REMAT_STEPS,) + outputs.shape[2:])
+        if n * REMAT_STEPS < T:
+            rest, state = self._recurrent(x[n * REMAT_STEPS :], state, deterministic)
+            outputs = jnp.concatenate([outputs, rest])
+        return outputs, state
+
+    def _recurrent(self, x, state, deterministic):
+        """The recurrent part over time-major `x`: the stack, or the residual blocks (the
+        last norm not yet applied)."""
+        if self.block != "residual":
+            return self.rnn(x, state, deterministic)
         finals = []
         for i, block in enumerate(self.blocks):
             x, final = block(x, jax.tree.map(lambda s, i=i: s[i], state), deterministic)
             finals.append(final)
-        return self.final_norm(x), jax.tree.map(lambda *s: jnp.stack(s), *finals)
+        return x, jax.tree.map(lambda *s: jnp.stack(s), *finals)
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, vocab_size: int) -> RNNModel:
