@@ -551,8 +551,6 @@ def memory(args) -> dict:
     rows = []
     for cell in args.cells:
         for remat in ("none", "block", "chunk"):
-            if remat == "chunk" and cell not in MATRIX:
-                continue
             r = _json_of([sys.executable, __file__, "memory-child", remat, cell,
                           str(args.lengths[-1])])  # fmt: skip
             rows.append(r)

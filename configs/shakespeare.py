@@ -5,6 +5,7 @@ nanoGPT's CPU recipe (validation loss 1.88 after about 3 minutes, its README).
     python main.py --config=configs/shakespeare.py                 # the best, ~30 s on 2 CPUs
     python main.py --config=configs/shakespeare.py:rglru           # another cell, same budget
     python main.py --config=configs/shakespeare.py:long            # width 256, twice the text
+    python main.py --config=configs/shakespeare.py:gla,nanotime    # width 256, nanoGPT's time
 
 Variants (after `:`; several join with `,`):
   best      the default: the fastest to nanoGPT's 1.88 found on 2 CPU cores: two residual
@@ -16,9 +17,14 @@ Variants (after `:`; several join with `,`):
             32 x 35), on the same characters
   mingru, minlstm, rglru, lru
             the best model with that cell (rglru: Griffin's recurrent block)
+  mlstm, gla, mamba2, gated_deltanet
+            the best model with that matrix-state cell (4 heads, chunkwise)
   long      the best model at width 256 (MLP 512), all 1,003,854 training characters
             twice (0.97x nanoGPT's CPU recipe's wall time on a 2-core AMD EPYC, 1.24x on a
             2-core Intel Xeon)
+  nanotime  the `long` model of the cell chosen (mingru unless another is named), trained
+            for the steps that fit nanoGPT's CPU recipe's wall time on a 2-core Intel Xeon
+            (about 110 s, `NANOTIME_STEPS`, from each cell's measured tokens/sec)
   smoke     seconds on a CPU, for tests (a slice of the text, a small model)
 The data: `tinyshakespeare.txt` under `$RNNLM_JAX_DATA_DIR` (or `~/.cache/rnnlm_jax/`),
 downloaded there if missing; `--config.data_file=input.txt` for a copy of your own.
@@ -29,11 +35,15 @@ docs/recurrences.md.
 from rnnlm_jax.config import fields
 
 MODELS = ("lstm", "mingru", "minlstm", "rglru", "lru", "mlstm", "gla", "mamba2", "gated_deltanet")
+# Steps of 8 x 128 characters at width 256 that fit about 110 s on 2 cores of an Intel Xeon,
+# start-up and compilation included: each cell's tokens/sec against minGRU's 15,700,
+# measured side by side (minGRU 1.00, mlstm 0.48, gla 0.41, mamba2 0.45, gated_deltanet 0.32).
+NANOTIME_STEPS = {"mingru": 1450, "mlstm": 700, "gla": 600, "mamba2": 650, "gated_deltanet": 470}
 
 
 def get_config(arg=None):
     variants = [v for v in (arg or "best").split(",") if v]
-    unknown = set(variants) - {"best", "long", "smoke", *MODELS}
+    unknown = set(variants) - {"best", "long", "nanotime", "smoke", *MODELS}
     if unknown:
         raise ValueError(f"unknown variant(s) {sorted(unknown)} of configs/shakespeare.py")
     config = fields.defaults()  # every field, so each can be set on the command line
@@ -76,7 +86,8 @@ def get_config(arg=None):
     config.prefixes = ("ROMEO:",)
     config.num_preds = 200
 
-    for variant in sorted(variants, key=lambda v: v == "smoke"):  # smoke shrinks any model
+    # The cell first (the budget depends on it), smoke last (it shrinks any model).
+    for variant in sorted(variants, key=lambda v: (v == "smoke", v == "nanotime")):
         if variant == "lstm":  # the book's LSTM and its recipe (sections 8.6, 9.2)
             config.cell, config.block = "lstm", "stack"
             config.num_hiddens, config.num_layers = 256, 1
@@ -86,14 +97,19 @@ def get_config(arg=None):
             config.warmup_steps, config.lr_schedule = 0, "constant"
         elif variant in MODELS:
             config.cell = variant
-        elif variant == "long":
+        elif variant in ("long", "nanotime"):
             config.max_tokens = -1
             config.num_hiddens = 256
             config.num_epochs = 2  # one schedule over both: warmup, then cosine to the end
+        if variant == "nanotime":
+            if config.cell not in NANOTIME_STEPS:
+                raise ValueError(f"configs/shakespeare.py: no measured nanotime budget for "
+                                 f"{config.cell}; cells: {sorted(NANOTIME_STEPS)}")  # fmt: skip
+            config.train_steps = NANOTIME_STEPS[config.cell]
         elif variant == "smoke":
             config.max_tokens = 4000
             config.batch_size, config.num_steps = 4, 16
             config.num_hiddens, config.num_layers = 32, 1
-            config.num_epochs = 2
+            config.num_epochs, config.train_steps = 2, 0
             config.num_preds = 20
     return config
