@@ -93,7 +93,7 @@ class MatrixLayer(nn.Module):
     """One layer of a matrix-state recurrence of width H (`features`); see the module
     docstring. Parameters: `in_proj` `[D, ...]` (every projection of the input at once),
     the gates' own (`gate_low`/`gate_up`/`gate_bias`; `dt_bias`, `A_log`, `D`;
-    `igate_bias`, `fgate_bias`), `conv_1d`, `norm` (`scale [N V]`), `out` `[N V, H]`."""
+    `igate_bias`, `fgate_bias`), `conv_1d`, `norm_scale [N V]`, `out` `[N V, H]`."""
 
     cell: str
     features: int
