@@ -63,7 +63,7 @@ class GRUCell(nn.GRUCell):
 CELLS = {"rnn": nn.SimpleCell, "gru": GRUCell, "lstm": nn.LSTMCell}
 NAMED_CELLS = (*CELLS, *LINEAR_CELLS, *MATRIX_CELLS)  # every cell a name picks
 # The chunkwise form's chunk per cell, the fastest forward + backward at T 1024 on 2 CPU
-# cores (`benchmarks/recurrences.py chunks`, docs/recurrences.md).
+# cores (`benchmarks/recurrences.py matrix`, docs/recurrences.md).
 CHUNK_SIZES = {"mlstm": 64, "gla": 32, "mamba2": 64, "gated_deltanet": 32}
 PAIRED = ("lstm", "lru")  # cells whose state is a pair of [L, B, H] arrays
 
