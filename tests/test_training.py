@@ -71,11 +71,13 @@ def test_epoch_program_compiles_once_over_a_run(tmp_path, monkeypatch):
 
     traces = []
 
-    def counted(state, carry, X_all, Y_all, begin_state, reset_each_batch):
+    def counted(state, carry, X_all, Y_all, begin_state, reset_each_batch, state_reset=0.0):
         traces.append(1)
-        return train._train_chunk(state, carry, X_all, Y_all, begin_state, reset_each_batch)
+        return train._train_chunk(
+            state, carry, X_all, Y_all, begin_state, reset_each_batch, state_reset
+        )
 
-    jitted = jax.jit(counted, donate_argnums=0, static_argnames="reset_each_batch")
+    jitted = jax.jit(counted, donate_argnums=0, static_argnames=("reset_each_batch", "state_reset"))
     monkeypatch.setattr(step, "train_chunk", jitted)
     config = timemachine.get_config("smoke")
     config.num_epochs = 5
@@ -121,6 +123,52 @@ def test_epoch_program_equals_the_per_step_loop(corpus_vocab, partition):
             loss_sum += float(step_metrics["loss_sum"])
         np.testing.assert_allclose(float(m["loss_sum"]), loss_sum, rtol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), s1.params, s2.params)
+
+
+def test_state_reset_zeroes_random_rows_and_the_chunk_equals_the_step_loop(corpus_vocab):
+    """`state_reset=p`: before each minibatch each row's carried state is the zero state
+    with probability p (drawn from the key and step), else the state carried; the compiled
+    chunk and a loop of `train_step` after `reset_rows` agree."""
+    from rnnlm_jax.train.step import reset_rows
+
+    corpus, vocab = corpus_vocab
+    model = RNNModel(vocab_size=len(vocab), num_hiddens=32)
+    s1 = train.create_train_state(model, jax.random.key(0), 1.0, 1.0, 8, 10)
+    s2 = train.create_train_state(model, jax.random.key(0), 1.0, 1.0, 8, 10)
+    X_all, Y_all = data.epoch_batches(corpus, 8, 10, "sequential", 0, 0)
+    begin = model.begin_state(8)
+    s1, carry1, m = train.train_chunk(s1, begin, X_all, Y_all, begin, False, state_reset=0.5)
+    carry, loss_sum, resets = begin, 0.0, []
+    for i, (X, Y) in enumerate(zip(X_all, Y_all)):
+        new = np.asarray(reset_rows(s2, carry, begin, 0.5))
+        zero = np.all(new == 0, axis=(0, 2))
+        kept = np.all(new == np.asarray(carry), axis=(0, 2))
+        assert np.all(zero | kept)  # a row is either reset or carried whole
+        if i:  # (the first minibatch starts from zeros anyway)
+            resets.extend(zero)
+        s2, carry, step_metrics = train.train_step(s2, jnp.asarray(new), X, Y)
+        loss_sum += float(step_metrics["loss_sum"])
+    assert 0.3 < np.mean(resets) < 0.7, np.mean(resets)  # about half of the rows
+    np.testing.assert_allclose(float(m["loss_sum"]), loss_sum, rtol=1e-5)
+    np.testing.assert_allclose(carry1, carry, atol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), s1.params, s2.params)
+    # The same key and step draw the same rows: a resumed run resets the same ones.
+    a, b = (np.asarray(reset_rows(s2, carry, begin, 0.5)) for _ in range(2))
+    np.testing.assert_array_equal(a, b)
+
+
+def test_state_reset_needs_sequential_partitioning():
+    from rnnlm_jax.config import checks, fields
+
+    config = fields.defaults()
+    config.state_reset, config.partition = 0.25, "random"
+    with pytest.raises(checks.ConfigError, match="state_reset"):
+        checks.validate(config)
+    config.partition = "sequential"
+    checks.validate(config)
+    config.state_reset = 1.0  # every row, every minibatch: that is partition=random
+    with pytest.raises(checks.ConfigError, match="state_reset"):
+        checks.validate(config)
 
 
 def test_short_run_learns_the_text(corpus_vocab):

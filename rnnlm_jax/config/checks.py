@@ -105,6 +105,11 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         f"or matrix-state cell; a stack of {config.cell} has neither (use 'chunk' or 'none')",
     )
     _check(
+        not config.state_reset or config.partition == "sequential",
+        f"config.state_reset={config.state_reset:g} resets a carried state: it needs "
+        "config.partition='sequential' (random partitioning resets every minibatch)",
+    )
+    _check(
         config.lr_decay == 1.0 or config.lr_schedule == "constant",
         "config.lr_decay (per epoch) needs config.lr_schedule='constant'",
     )

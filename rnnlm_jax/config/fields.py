@@ -132,6 +132,9 @@ LM: dict[str, Field] = {
     "num_steps": F(35, "int", "time steps per minibatch", 1, BIG),
     "partition": F("sequential", "str", "sequential (state carried) | random (state reset "
                    "every minibatch)", choices=("sequential", "random")),
+    "state_reset": F(0.0, "number", "sequential: the probability that a row's carried state "
+                     "is reset to zero before a minibatch (so the model also learns to start "
+                     "from nothing, as windows scored from a fresh state need)", 0, 1),
     "random_offset": F(True, "bool", "sequential: start each epoch at a random offset in "
                        "[0, num_steps] (False: at token 0)"),
     # Model.

@@ -328,20 +328,22 @@ class LanguageModelJob(loop.Job):
         ids = valid[: self.config.eval_tokens] if self.config.eval_tokens else valid
         return metrics.loss_record("eval", self.held_out_loss(state, ids))
 
+    def _resets(self) -> dict:
+        """`train_chunk`'s static arguments for the state's resets between minibatches."""
+        c = self.config
+        return {"reset_each_batch": c.partition == "random", "state_reset": c.state_reset}
+
     def compile(self, state, carry, lengths: set[int]) -> None:
         B, T = self.config.batch_size, self.config.num_steps
         sharding = parallel.batch_sharded(self.mesh, 3, 1)  # as `_split` places a chunk
         for n in sorted(lengths):
             X = jax.ShapeDtypeStruct((n, B, T), jnp.int32, sharding=sharding)
-            step.train_chunk.lower(
-                state, carry, X, X, self.begin, reset_each_batch=self.config.partition == "random"
-            ).compile()  # JAX keeps it: the first call of this length finds it compiled
+            # JAX keeps it: the first call of this length finds it compiled.
+            step.train_chunk.lower(state, carry, X, X, self.begin, **self._resets()).compile()
 
     def train_chunk(self, state, carry, data, start: int, stop: int):
         X, Y = self._global(data.take(start, stop, self.rows))  # one transfer
-        state, carry, m = step.train_chunk(
-            state, carry, X, Y, self.begin, reset_each_batch=self.config.partition == "random"
-        )
+        state, carry, m = step.train_chunk(state, carry, X, Y, self.begin, **self._resets())
         m = jax.device_get(m)  # one transfer
         n = stop - start
         sums = {

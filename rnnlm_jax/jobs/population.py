@@ -73,11 +73,15 @@ def train_population_epoch(states, X_all, Y_all, begin_state, reset_each_batch: 
     return jax.vmap(epoch, in_axes=(0, 0, 0, None))(states, X_all, Y_all, begin_state)
 
 
-@functools.partial(jax.jit, donate_argnums=0, static_argnames="reset_each_batch")
-def train_population_chunk(states, carries, X_all, Y_all, begin_state, reset_each_batch: bool):
+@functools.partial(jax.jit, donate_argnums=0, static_argnames=("reset_each_batch", "state_reset"))
+def train_population_chunk(
+    states, carries, X_all, Y_all, begin_state, reset_each_batch: bool, state_reset: float = 0.0
+):
     """`train.train_chunk` for every member at once: `carries` `[K, L, B, H]`, `X_all,
     Y_all` int32 `[K, N, B, T]`. Returns the new states, carries and per-member metrics."""
-    chunk = functools.partial(_train_chunk, reset_each_batch=reset_each_batch)
+    chunk = functools.partial(
+        _train_chunk, reset_each_batch=reset_each_batch, state_reset=state_reset
+    )
     return jax.vmap(chunk, in_axes=(0, 0, 0, 0, None))(states, carries, X_all, Y_all, begin_state)
 
 
@@ -172,6 +176,7 @@ class PopulationJob(loop.Job):
         state, carry, m = train_population_chunk(
             state, carry, X_all[:, start:stop], Y_all[:, start:stop], self.begin,
             reset_each_batch=self.config.partition == "random",
+            state_reset=self.config.state_reset,
         )  # fmt: skip
         m = jax.device_get(m)
         sums = {

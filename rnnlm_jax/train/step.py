@@ -247,11 +247,32 @@ Returns:
 """
 
 
-def _train_chunk(state, carry, X_all, Y_all, begin_state, reset_each_batch):
+# The stream `state_reset` draws from: its rows for step t from `fold_in(fold_in(dropout_key,
+# RESET_STREAM), t)`, apart from the dropout masks' `fold_in(dropout_key, t)`.
+RESET_STREAM = 0x5E7
+
+
+def reset_rows(state: TrainState, carry: State, begin_state: State, prob: float) -> State:
+    """`carry` with each row (the batch axis 1 of every leaf) replaced by `begin_state`'s
+    with probability `prob`, drawn from the train state's key and step (so a resumed run
+    resets the same rows)."""
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.dropout_key), RESET_STREAM)
+    B = jax.tree.leaves(carry)[0].shape[1]
+    reset = jax.random.bernoulli(jax.random.fold_in(key, state.step), prob, (B,))
+
+    def pick(c, b):
+        return jnp.where(reset.reshape((1, B) + (1,) * (c.ndim - 2)), b, c)
+
+    return jax.tree.map(pick, carry, begin_state)
+
+
+def _train_chunk(state, carry, X_all, Y_all, begin_state, reset_each_batch, state_reset=0.0):
     def body(carried, batch):
         state, carry = carried
         if reset_each_batch:
             carry = begin_state
+        elif state_reset > 0:
+            carry = reset_rows(state, carry, begin_state, state_reset)
         state, carry, step_metrics = _train_step(state, carry, *batch)
         return (state, carry), step_metrics
 
@@ -264,15 +285,18 @@ def _train_chunk(state, carry, X_all, Y_all, begin_state, reset_each_batch):
     return state, carry, chunk_metrics
 
 
-train_chunk = jax.jit(_train_chunk, donate_argnums=0, static_argnames="reset_each_batch")
+train_chunk = jax.jit(
+    _train_chunk, donate_argnums=0, static_argnames=("reset_each_batch", "state_reset")
+)
 train_chunk.__doc__ = """A run of consecutive minibatches as one compiled program: `train_step`
 scanned over them, `(state, carry, X_all, Y_all, begin_state) -> (state, carry, metrics)`.
 
 The run loop's unit of work: an epoch is one chunk or several (`rnnlm_jax.train.loop`),
 and chaining chunks gives the same state as one chunk over all their minibatches. The
 hidden state `carry` is carried from batch to batch (gradient stopped at each boundary),
-or reset to `begin_state` before every batch if `reset_each_batch` (random partitioning).
-Nothing syncs with the host inside.
+or reset to `begin_state` before every batch if `reset_each_batch` (random partitioning);
+with `state_reset` p > 0 each row is reset before a batch with probability p
+(`reset_rows`). Nothing syncs with the host inside.
 
 Args:
   state: the `TrainState` (donated).
@@ -280,6 +304,7 @@ Args:
   X_all, Y_all: int32 `[N, B, T]`, the chunk's stacked minibatches.
   begin_state: the zero state `[L, B, H]` (LSTM: a pair).
   reset_each_batch: static.
+  state_reset: static, the probability of each row's reset (sequential partitioning).
 
 Returns:
   The new state, the hidden state after the last minibatch, and device scalars:
