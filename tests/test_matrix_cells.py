@@ -218,9 +218,11 @@ def test_state_carried_lengths_and_layouts(cell):
     assert _rel(jnp.swapaxes(bm, 0, 1), whole) < 1e-6
 
 
-@pytest.mark.parametrize("cell", MATRIX_CELLS)
-def test_generation_token_by_token_equals_the_training_forward_pass(cell):
-    model = RNNModel(11, cell=cell, block="residual", num_hiddens=8, num_layers=2, num_heads=2,
+@pytest.mark.parametrize(
+    "cell, block", [(c, "residual") for c in MATRIX_CELLS] + [("mlstm", "xlstm")]
+)
+def test_generation_token_by_token_equals_the_training_forward_pass(cell, block):
+    model = RNNModel(11, cell=cell, block=block, num_hiddens=8, num_layers=2, num_heads=2,
                      chunk_size=4)  # fmt: skip
     tokens = jax.random.randint(jax.random.key(6), (2, 9), 0, 11)
     params = model.init(jax.random.key(7), tokens, model.begin_state(2))
@@ -233,6 +235,101 @@ def test_generation_token_by_token_equals_the_training_forward_pass(cell):
     assert _rel(by_step, logits) < 1e-5
     for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(final)):
         assert _rel(a, b) < 1e-5
+
+
+# --- xLSTM's mLSTM block ------------------------------------------------------------------
+
+
+def _xlstm_reference(p, x, num_heads):
+    """xLSTM's mLSTM block (appendix B of the paper) step by step in float64 NumPy, the
+    mLSTM unstabilised (`C_t = f C + i k v^T`, `h = C^T q / max(|n^T q|, 1)`), from zeros."""
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), p)
+    r = p["recurrence"]
+    x = np.asarray(x, np.float64)
+    T, Bx, H = x.shape
+    inner = 2 * H
+    Nh, Kh = num_heads, inner // num_heads
+    silu = lambda a: a / (1 + np.exp(-a))  # noqa: E731
+    xn = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-6)
+    x_m, z = np.split((xn * p["norm"]["scale"]) @ r["up"], 2, axis=-1)
+    padded = np.concatenate([np.zeros((3, Bx, inner)), x_m])
+    c = silu(r["conv_1d"]["b"] + sum(padded[j : j + T] * r["conv_1d"]["w"][j] for j in range(4)))
+
+    def headwise(a, w):  # blocks of 4: a[..., g, i] w[g, i, o]
+        return np.einsum("...gi,gio->...go", a.reshape(a.shape[:-1] + (-1, 4)), w).reshape(a.shape)
+
+    q, k, v = (
+        headwise(c, r["q"]["kernel"]),
+        headwise(c, r["k"]["kernel"]),
+        headwise(x_m, r["v"]["kernel"]),
+    )
+    gates = np.concatenate([q, k, v], -1) @ r["gates"] + np.concatenate(
+        [r["igate_bias"], r["fgate_bias"]]
+    )
+    i_gate, f_gate = np.exp(gates[..., :Nh]), 1 / (1 + np.exp(-gates[..., Nh:]))
+    heads = lambda a: a.reshape(T, Bx, Nh, Kh)  # noqa: E731
+    q, k, v = heads(q), heads(k) / np.sqrt(Kh), heads(v)
+    C, n, out = np.zeros((Bx, Nh, Kh, Kh)), np.zeros((Bx, Nh, Kh)), []
+    for t in range(T):
+        C = f_gate[t][..., None, None] * C + i_gate[t][..., None, None] * np.einsum(
+            "bnk,bnv->bnkv", k[t], v[t]
+        )
+        n = f_gate[t][..., None] * n + i_gate[t][..., None] * k[t]
+        num = np.einsum("bnk,bnkv->bnv", q[t], C)
+        out.append(num / np.maximum(np.abs(np.einsum("bnk,bnk->bn", q[t], n)), 1.0)[..., None])
+    h = np.stack(out)  # [T, B, N, K]
+    h = (h - h.mean(-1, keepdims=True)) / np.sqrt(h.var(-1, keepdims=True) + 1e-5)
+    h = h.reshape(T, Bx, inner) * r["norm_scale"]
+    return x + ((h + r["skip"] * c) * silu(z)) @ r["down"]
+
+
+def test_the_xlstm_block_in_every_form_equals_its_equations_and_gradients():
+    from rnnlm_jax.nn.blocks import ResidualBlock, block_state
+
+    x = jax.random.normal(jax.random.key(20), (T, B, 8))
+    state = jax.tree.map(lambda s: s[0], block_state("mlstm", 1, B, 8, "xlstm", num_heads=2))
+
+    def block(form):
+        return ResidualBlock("mlstm", 0, 0.0, {"num_heads": 2, "form": form, "chunk_size": 4},
+                             kind="xlstm")  # fmt: skip
+
+    params = block("recurrent").init(jax.random.key(21), x, state)
+    # The gates' weights start at zero (xLSTM's): give every parameter a random part.
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(22), len(leaves))
+    params = tree.unflatten([a + 0.3 * jax.random.normal(k, a.shape) for a, k in zip(leaves, keys)])
+    expected = _xlstm_reference(params["params"], x, num_heads=2)
+
+    def loss(params, x, form):
+        y, final = block(form).apply(params, x, state)
+        return jnp.sum(y**2) + sum(jnp.sum(s**2) for s in jax.tree.leaves(final[1])), y
+
+    want = None
+    for form in ("recurrent", "chunkwise", "parallel"):
+        (_, y), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(params, x, form)
+        assert _rel(y, expected) < 1e-4, form
+        if want is None:
+            want = grads
+        # Per leaf, relative to its largest entry, or to 1% of the largest gradient where
+        # a leaf is far smaller (the input gate's bias: float32 sums that nearly cancel).
+        floor = 1e-2 * max(float(jnp.max(jnp.abs(b))) for b in jax.tree.leaves(want))
+        for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(want)):
+            scale = max(float(jnp.max(jnp.abs(b))), floor)
+            assert float(jnp.max(jnp.abs(a - b))) / scale < 1e-4, form
+
+
+def test_the_xlstm_block_trains_from_main_and_bad_pairs_are_one_line(tmp_path):
+    r = run_main(SMOKE, "--config.cell=mlstm", "--config.block=xlstm", "--config.num_heads=4",
+                 "--config.num_epochs=1", f"--workdir={tmp_path / 'w'}")  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    for flags, words in [
+        (("--config.cell=gla",), ("block='xlstm'", "mlstm")),
+        (("--config.cell=mlstm", "--config.key_dim=4"), ("key_dim",)),
+        (("--config.cell=mlstm", "--config.num_heads=5"), ("num_heads=5", "inner width")),
+    ]:
+        r = run_main(SMOKE, "--config.block=xlstm", *flags, f"--workdir={tmp_path / 'bad'}")
+        assert_one_error(r, 2, *words)
+        assert not (tmp_path / "bad").exists()
 
 
 def test_mlstm_in_bfloat16_keeps_its_recurrence_in_float32():
@@ -291,8 +388,9 @@ def test_a_checkpoint_of_another_cell_is_refused_untouched(tmp_path):
 
 @pytest.mark.parametrize(
     "cell, block, remats",
-    [("gla", "residual", ("block", "chunk")), ("mingru", "stack", ("block", "chunk"))],
-)
+    [("gla", "residual", ("block", "chunk")), ("mingru", "stack", ("block", "chunk")),
+     ("mlstm", "xlstm", ("block",))],
+)  # fmt: skip
 def test_remat_changes_no_result(cell, block, remats, monkeypatch):
     monkeypatch.setattr(models, "REMAT_STEPS", 5)  # segments of 5, 5 and 2 steps
     tokens = jax.random.randint(jax.random.key(10), (2, 12), 0, 11)

@@ -14,6 +14,7 @@ from rnnlm_jax.nn.linear_scan import resolve_scan
 from rnnlm_jax.nn.matrix_cells import MATRIX_CELLS
 from rnnlm_jax.nn.models import RNNModel
 from rnnlm_jax.nn.spec import DTYPES, ModelSpec  # noqa: F401
+from rnnlm_jax.nn.xlstm_block import HEADWISE_BLOCK, PROJ_FACTOR
 
 
 class ConfigError(ValueError):
@@ -86,19 +87,38 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         "(flax's SimpleCell would carry a bfloat16 state)",
     )
     _check(
-        config.block != "residual" or embed_dim in (0, config.num_hiddens),
-        "config.block='residual' needs config.embed_dim 0 or config.num_hiddens (its blocks "
-        "add to an embedding of width num_hiddens)",
+        config.block == "stack" or embed_dim in (0, config.num_hiddens),
+        f"config.block={config.block!r} needs config.embed_dim 0 or config.num_hiddens (its "
+        "blocks add to an embedding of width num_hiddens)",
     )
     matrix = config.cell in MATRIX_CELLS
+    if config.block == "xlstm":
+        _check(
+            config.cell == "mlstm",
+            f"config.block='xlstm' is xLSTM's mLSTM block: it needs config.cell='mlstm', not "
+            f"{config.cell!r}",
+        )
+        _check(
+            not (config.key_dim or config.value_dim),
+            "config.block='xlstm' sets its heads' widths (2 x num_hiddens / num_heads): leave "
+            "config.key_dim and config.value_dim at 0",
+        )
+        inner = PROJ_FACTOR * config.num_hiddens
+        _check(
+            inner % config.num_heads == 0 and inner % HEADWISE_BLOCK == 0,
+            f"config.num_heads={config.num_heads} must divide the xLSTM block's inner width "
+            f"{inner} (2 x config.num_hiddens, itself a multiple of {HEADWISE_BLOCK})",
+        )
     _check(
-        not (matrix or config.cell == "rglru") or config.num_hiddens % config.num_heads == 0,
+        config.block == "xlstm"
+        or not (matrix or config.cell == "rglru")
+        or config.num_hiddens % config.num_heads == 0,
         f"config.num_heads={config.num_heads} must divide config.num_hiddens="
         f"{config.num_hiddens} (cell {config.cell} splits it into heads)",
     )
     _check(
         config.remat != "block"
-        or config.block == "residual"
+        or config.block != "stack"
         or matrix
         or config.cell in LINEAR_CELLS,
         f"config.remat='block' recomputes residual blocks, or the layers of a parallel-in-time "

@@ -144,8 +144,9 @@ LM: dict[str, Field] = {
               choices=("rnn", "gru", "lstm", "mingru", "minlstm", "rglru", "lru", "mlstm",
                        "gla", "mamba2", "gated_deltanet")),
     "block": F(_SPEC["block"], "str", "stack (plain stacked layers) | residual (pre-norm "
-               "residual blocks: the recurrence, then a gated MLP)",
-               choices=("stack", "residual")),
+               "residual blocks: the recurrence, then a gated MLP) | xlstm (xLSTM's mLSTM "
+               "blocks, cell mlstm: up-projection, conv, mLSTM, skip, gate; no MLP)",
+               choices=("stack", "residual", "xlstm")),
     "mlp_expansion": F(_SPEC["mlp_expansion"], "int", "block=residual: the gated MLP's width "
                        "in multiples of num_hiddens", 1, BIG),
     "num_hiddens": F(_SPEC["num_hiddens"], "int", "hidden units per layer", 1, BIG),

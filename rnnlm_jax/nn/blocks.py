@@ -1,6 +1,6 @@
 """Residual blocks (`block="residual"`): a pre-norm recurrence, then a pre-norm gated MLP, each
 added to the residual stream, as in Griffin (De et al. 2024) and the minGRU paper's
-language models.
+language models; `block="xlstm"`: xLSTM's mLSTM blocks instead (`xlstm_block`).
 
   x = x + Recurrence(RMSNorm(x));  x = x + MLP(RMSNorm(x))
   MLP(x) = W_down (gelu(W_gate x) * W_up x)                       (width H -> eH -> H)
@@ -21,8 +21,9 @@ import jax
 import jax.numpy as jnp
 
 from rnnlm_jax.nn.conv import CONV_WIDTH, Conv1D  # noqa: F401 (blocks.Conv1D, as before)
-from rnnlm_jax.nn.layer import RNNLayer, zero_state
+from rnnlm_jax.nn.layer import CHUNK_SIZES, RNNLayer, zero_state
 from rnnlm_jax.nn.linear_cells import RGLRU
+from rnnlm_jax.nn.xlstm_block import XLSTMRecurrence, xlstm_state
 
 
 class GatedMLP(nn.Module):
@@ -66,10 +67,16 @@ class GriffinRecurrence(nn.Module):
         return dense("linear_out")(hs * y), (hs[-1], conv)
 
 
-def block_state(cell: str, num_layers: int, batch_size: int, num_hiddens: int, **heads):
+def block_state(
+    cell: str, num_layers: int, batch_size: int, num_hiddens: int, block: str = "residual",
+    **heads,
+):  # fmt: skip
     """The zero state of `num_layers` residual blocks: the cell's `[L, B, H]` (a pair for
     the LSTM and the LRU); for `rglru`, `(h [L, B, H], conv [L, B, 3, H])`; for a
-    matrix-state cell its carry (`heads`: `num_heads`, `key_dim`, `value_dim`)."""
+    matrix-state cell its carry (`heads`: `num_heads`, `key_dim`, `value_dim`); for
+    `block="xlstm"`, `xlstm_block.xlstm_state`."""
+    if block == "xlstm":
+        return xlstm_state((num_layers, batch_size), num_hiddens, heads.get("num_heads", 1))
     if cell == "rglru":
         conv = jnp.zeros((num_layers, batch_size, CONV_WIDTH - 1, num_hiddens), jnp.float32)
         return zero_state(cell, num_layers, batch_size, num_hiddens), conv
@@ -78,7 +85,8 @@ def block_state(cell: str, num_layers: int, batch_size: int, num_hiddens: int, *
 
 class ResidualBlock(nn.Module):
     """One residual block (see the module docstring): `(x [T, B, H], state) -> (x, state)`
-    with the state of one layer (`block_state` without its leading axis)."""
+    with the state of one layer (`block_state` without its leading axis). `kind="xlstm"`:
+    xLSTM's mLSTM block instead (`xlstm_block`; cell mlstm, no MLP)."""
 
     cell: str
     mlp_expansion: int = 3
@@ -86,11 +94,21 @@ class ResidualBlock(nn.Module):
     layer: dict | None = None  # RNNLayer's fields (initializer, impl, scan, num_heads, ...)
     kernel_init: Any = nn.initializers.lecun_normal()
     dtype: Any = jnp.float32
+    kind: str = "residual"  # or "xlstm"
 
     @nn.compact
     def __call__(self, x, state, deterministic: bool = True):
         H = x.shape[-1]
         layer = dict(self.layer or {})
+        drop = nn.Dropout(self.dropout)
+        if self.kind == "xlstm":
+            h = nn.LayerNorm(use_bias=False, name="norm")(x)
+            h, state = XLSTMRecurrence(
+                layer.get("num_heads", 1), layer.get("form", "auto"),
+                layer.get("chunk_size") or CHUNK_SIZES["mlstm"], self.kernel_init, self.dtype,
+                name="recurrence",
+            )(state, h)  # fmt: skip
+            return x + drop(h, deterministic=deterministic), state
         h = nn.RMSNorm(name="temporal_norm")(x)
         if self.cell == "rglru":
             h, state = GriffinRecurrence(
@@ -102,7 +120,6 @@ class ResidualBlock(nn.Module):
                            name="recurrence", **layer)  # fmt: skip
             h, state = rnn(h, jax.tree.map(lambda s: s[None], state))
             state = jax.tree.map(lambda s: s[0], state)
-        drop = nn.Dropout(self.dropout)
         x = x + drop(h, deterministic=deterministic)
         m = GatedMLP(self.mlp_expansion, self.kernel_init, self.dtype, name="mlp")(
             nn.RMSNorm(name="mlp_norm")(x)

@@ -4,6 +4,8 @@ minibatches."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -12,18 +14,19 @@ CONV_WIDTH = 4  # Griffin's, Mamba-2's and Gated DeltaNet's short convolution
 
 class Conv1D(nn.Module):
     """A causal depthwise convolution over time of width `width` (recurrentgemma's `Conv1D`,
-    its initialisation): `y_t = b + sum_j w[j] * x_{t - (width - 1) + j}`, the inputs before
-    the sequence read from `cache [B, width - 1, H]` (the previous minibatch's last inputs).
+    its initialisation unless `w_init` is given): `y_t = b + sum_j w[j] * x_{t - (width -
+    1) + j}`, the inputs before the sequence read from `cache [B, width - 1, H]` (the
+    previous minibatch's last inputs).
     `(cache, x [T, B, H]) -> (y, new cache)`; with `lengths [B]` the new cache is each
     sequence's last `width - 1` inputs before its own end (the old cache for length 0)."""
 
     width: int = CONV_WIDTH
+    w_init: Any = nn.initializers.variance_scaling(0.01, "fan_in", "normal")
 
     @nn.compact
     def __call__(self, cache, x, lengths=None):
         H = x.shape[-1]
-        w_init = nn.initializers.variance_scaling(0.01, "fan_in", "normal")
-        w = self.param("w", w_init, (self.width, H), jnp.float32)
+        w = self.param("w", self.w_init, (self.width, H), jnp.float32)
         b = self.param("b", nn.initializers.zeros_init(), (H,), jnp.float32)
         T = x.shape[0]
         # float32 whatever the matmuls' dtype: the window carried between minibatches

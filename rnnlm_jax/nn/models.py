@@ -21,6 +21,8 @@ from rnnlm_jax.nn.initializers import INITS, head_initializers, initializers  # 
 from rnnlm_jax.nn.layer import CELLS, RNNLayer, State, translate_deprecated, zero_state  # noqa: F401
 from rnnlm_jax.nn.spec import LAYER_FIELDS, ModelSpec
 
+BLOCKS = ("stack", "residual", "xlstm")
+
 REMAT_STEPS = 512  # remat="chunk": the segments of time each block is recomputed over
 
 
@@ -43,7 +45,9 @@ class RNNModel(nn.Module):
         embedding of width H (E must be 0 or H) feeds `num_layers` residual blocks
         (`blocks.ResidualBlock`: RMSNorm, the recurrence, RMSNorm, a gated MLP of width
         `mlp_expansion * H`), then a last RMSNorm and the head; `dropout` then applies to
-        each block's two branches.
+        each block's two branches; `xlstm` (cell `mlstm`), the same with xLSTM's mLSTM
+        blocks (`xlstm_block`: LayerNorm, up-projection, convolution, mLSTM, skip, gate,
+        down-projection, no MLP; `num_heads` of the inner width 2H).
       impl: as `RNNLayer`; with any but `flax` the Dense head is `rnnlm_jax.nn.head`'s (the
         same parameters, float32 logits, its matmuls' operands in `dtype`); `flax`: flax's
         own layers throughout.
@@ -94,11 +98,15 @@ class RNNModel(nn.Module):
 
     def setup(self):
         E, H = self.embed_dim, self.num_hiddens
-        if self.block not in ("stack", "residual"):
-            raise ValueError(f"unknown block {self.block!r}; expected 'stack' or 'residual'")
-        if self.block == "residual":
+        if self.block not in BLOCKS:
+            raise ValueError(f"unknown block {self.block!r}; expected one of {BLOCKS}")
+        if self.block == "xlstm" and self.cell != "mlstm":
+            raise ValueError(f"block='xlstm' is xLSTM's mLSTM block: it needs cell 'mlstm', "
+                             f"not {self.cell!r}")  # fmt: skip
+        if self.block != "stack":
             if E not in (0, H):
-                raise ValueError(f"block='residual' needs embed_dim 0 or num_hiddens ({E} vs {H})")
+                raise ValueError(f"block={self.block!r} needs embed_dim 0 or num_hiddens ({E} "
+                                 f"vs {H})")  # fmt: skip
             E = H
         if E < 0 or (E == 0 and (self.tie_embeddings or self.embed_dropout)):
             raise ValueError("tie_embeddings and embed_dropout need embed_dim > 0")
@@ -114,7 +122,7 @@ class RNNModel(nn.Module):
         self.embed_drop = nn.Dropout(self.embed_dropout)
         self.output_drop = nn.Dropout(self.output_dropout)
         layer = {name: getattr(self, name) for name in LAYER_FIELDS}
-        if self.block == "residual":
+        if self.block != "stack":
             own = ("cell", "num_hiddens", "num_layers", "dropout", "dtype")
             inner = {k: v for k, v in layer.items() if k not in own}
             inner["remat"] = "none"  # the whole block is recomputed, not its layer again
@@ -129,6 +137,7 @@ class RNNModel(nn.Module):
                     inner,
                     kernel,
                     self.dtype,
+                    self.block,
                     name=f"block_{i}",
                 )  # fmt: skip
                 for i in range(self.num_layers)
@@ -167,13 +176,13 @@ class RNNModel(nn.Module):
           and the final state.
         """
         x = tokens.T  # time-major; without an embedding the ids stand for their one-hots
-        if self.embed_dim or self.block == "residual":
+        if self.embed_dim or self.block != "stack":
             x = self.embed_drop(self.embed(x), deterministic=deterministic)
         if self.remat == "chunk" and x.shape[0] > REMAT_STEPS:
             outputs, state = self._by_segments(x, state, deterministic)
         else:
             outputs, state = self._recurrent(x, state, deterministic)
-        if self.block == "residual":
+        if self.block != "stack":
             outputs = self.final_norm(outputs)
         outputs = self.output_drop(outputs, deterministic=deterministic)
         outputs = outputs.reshape(-1, outputs.shape[-1])
@@ -211,7 +220,7 @@ class RNNModel(nn.Module):
     def _recurrent(self, x, state, deterministic):
         """The recurrent part over time-major `x`: the stack, or the residual blocks (the
         last norm not yet applied)."""
-        if self.block != "residual":
+        if self.block == "stack":
             return self.rnn(x, state, deterministic)
         finals = []
         for i, block in enumerate(self.blocks):
@@ -229,6 +238,8 @@ class RNNModel(nn.Module):
         blocks: `blocks.block_state`)."""
         heads = {"num_heads": self.num_heads, "key_dim": self.key_dim,
                  "value_dim": self.value_dim}  # fmt: skip
-        if self.block == "residual":
-            return block_state(self.cell, self.num_layers, batch_size, self.num_hiddens, **heads)
+        if self.block != "stack":
+            return block_state(
+                self.cell, self.num_layers, batch_size, self.num_hiddens, self.block, **heads
+            )
         return zero_state(self.cell, self.num_layers, batch_size, self.num_hiddens, **heads)

@@ -21,8 +21,9 @@ class ModelSpec:
       cell: `rnn`, `gru`, `lstm`, or a recurrence trained in parallel over time: `mingru`,
         `minlstm`, `rglru`, `lru` (`linear_cells`), `mlstm`, `gla`, `mamba2`,
         `gated_deltanet` (`matrix_cells`).
-      block: `stack` (the plain stack of recurrent layers: the book's) or `residual`
-        (pre-norm residual blocks of a recurrence and a gated MLP, `blocks`).
+      block: `stack` (the plain stack of recurrent layers: the book's), `residual`
+        (pre-norm residual blocks of a recurrence and a gated MLP, `blocks`) or `xlstm`
+        (xLSTM's mLSTM blocks, cell `mlstm`, `xlstm_block`).
       mlp_expansion: the residual blocks' MLP width, in multiples of H.
       num_hiddens, num_layers: H and L of the recurrent stack.
       initializer, init_scale: how the weights are drawn (`nn.initializers`).
