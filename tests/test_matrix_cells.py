@@ -250,7 +250,7 @@ def _xlstm_reference(p, x, num_heads):
     inner = 2 * H
     Nh, Kh = num_heads, inner // num_heads
     silu = lambda a: a / (1 + np.exp(-a))  # noqa: E731
-    xn = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-6)
+    xn = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5)
     x_m, z = np.split((xn * p["norm"]["scale"]) @ r["up"], 2, axis=-1)
     padded = np.concatenate([np.zeros((3, Bx, inner)), x_m])
     c = silu(r["conv_1d"]["b"] + sum(padded[j : j + T] * r["conv_1d"]["w"][j] for j in range(4)))

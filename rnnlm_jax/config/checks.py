@@ -117,10 +117,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         f"{config.num_hiddens} (cell {config.cell} splits it into heads)",
     )
     _check(
-        config.remat != "block"
-        or config.block != "stack"
-        or matrix
-        or config.cell in LINEAR_CELLS,
+        config.remat != "block" or config.block != "stack" or matrix or config.cell in LINEAR_CELLS,
         f"config.remat='block' recomputes residual blocks, or the layers of a parallel-in-time "
         f"or matrix-state cell; a stack of {config.cell} has neither (use 'chunk' or 'none')",
     )

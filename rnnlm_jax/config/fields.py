@@ -173,7 +173,8 @@ LM: dict[str, Field] = {
               "side) | auto (the faster on this backend)",
               choices=("auto", "associative", "sequential", "chunked")),
     "num_heads": F(_SPEC["num_heads"], "int", "rglru: diagonal blocks of its gates' weights; "
-                   "mlstm | gla | mamba2 | gated_deltanet: heads", 1, BIG),
+                   "mlstm | gla | mamba2 | gated_deltanet: heads (block xlstm: of its inner width "
+                   "2 x num_hiddens)", 1, BIG),
     "key_dim": F(_SPEC["key_dim"], "int", "a matrix-state cell's key width per head (0: "
                  "num_hiddens / num_heads)", 0, BIG),
     "value_dim": F(_SPEC["value_dim"], "int", "a matrix-state cell's value width per head "

@@ -102,7 +102,7 @@ class ResidualBlock(nn.Module):
         layer = dict(self.layer or {})
         drop = nn.Dropout(self.dropout)
         if self.kind == "xlstm":
-            h = nn.LayerNorm(use_bias=False, name="norm")(x)
+            h = nn.LayerNorm(epsilon=1e-5, use_bias=False, name="norm")(x)  # xLSTM's
             h, state = XLSTMRecurrence(
                 layer.get("num_heads", 1), layer.get("form", "auto"),
                 layer.get("chunk_size") or CHUNK_SIZES["mlstm"], self.kernel_init, self.dtype,
