@@ -109,6 +109,7 @@ def _rel(a, b):
 def test_every_form_equals_the_papers_equations(name):
     run, reference = _cases()[name]
     expected = reference()
+    run = jax.jit(run, static_argnums=(0, 1))
     for form, chunk in [("recurrent", 8), ("chunkwise", 8), ("chunkwise", 4), ("parallel", 8)]:
         out, state = run(form, chunk)
         assert _rel(out, expected[0]) < 1e-4, (form, chunk)
@@ -142,7 +143,8 @@ def test_the_chunk_forms_have_the_recurrent_forms_gradients():
             out, final = fn(form, *args)
             return jnp.sum(out * weights) + jnp.sum(jax.tree.leaves(final)[0] ** 2)
 
-        grads = {form: jax.grad(loss, argnums=(1, 2, 3, 4, 5))(form, q, k, v, g, S0)
+        grad = jax.jit(jax.grad(loss, argnums=(1, 2, 3, 4, 5)), static_argnums=0)
+        grads = {form: grad(form, q, k, v, g, S0)
                  for form in ("recurrent", "chunkwise", "parallel")}  # fmt: skip
         for form in ("chunkwise", "parallel"):
             for got, want in zip(grads[form], grads["recurrent"]):
@@ -183,10 +185,11 @@ def test_the_layer_in_every_form_has_one_result_and_one_gradient(cell):
         out, final = _layer(cell, form=form).apply(params, x, state)
         return jnp.sum(out**2) + sum(jnp.sum(s) for s in jax.tree.leaves(final))
 
-    want = jax.grad(loss, argnums=(1, 2, 3))("recurrent", params, x, state)
+    grad = jax.jit(jax.value_and_grad(loss, argnums=(1, 2, 3)), static_argnums=0)
+    value, want = grad("recurrent", params, x, state)
     for form in ("chunkwise", "parallel"):
-        assert abs(loss(form, params, x, state) / loss("recurrent", params, x, state) - 1) < 1e-5
-        got = jax.grad(loss, argnums=(1, 2, 3))(form, params, x, state)
+        got_value, got = grad(form, params, x, state)
+        assert abs(got_value / value - 1) < 1e-5
         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
             assert _rel(a, b) < 1e-4, (cell, form)
 
@@ -196,18 +199,19 @@ def test_state_carried_lengths_and_layouts(cell):
     x = jax.random.normal(jax.random.key(4), (12, 3, 5))
     layer = _layer(cell)
     params = layer.init(jax.random.key(5), x)
-    whole, final = layer.apply(params, x)
+    apply = jax.jit(layer.apply)
+    whole, final = apply(params, x)
     # Carried across two minibatches: the same outputs and final state.
-    first, mid = layer.apply(params, x[:7])
-    second, end = layer.apply(params, x[7:], mid)
+    first, mid = apply(params, x[:7])
+    second, end = apply(params, x[7:], mid)
     assert _rel(jnp.concatenate([first, second]), whole) < 1e-5
     for a, b in zip(jax.tree.leaves(end), jax.tree.leaves(final)):
         assert _rel(a, b) < 1e-5
     # seq_lengths: zeros past each end, the state at each end, as the truncated sequence.
     lengths = jnp.array([12, 5, 0])
-    out, state = layer.apply(params, x, seq_lengths=lengths)
+    out, state = apply(params, x, seq_lengths=lengths)
     assert not np.any(np.asarray(out[5:, 1])) and not np.any(np.asarray(out[:, 2]))
-    short, short_state = layer.apply(params, x[:5, 1:2])
+    short, short_state = apply(params, x[:5, 1:2])
     assert _rel(out[:5, 1], short[:, 0]) < 1e-5
     for a, b, zero in zip(jax.tree.leaves(state), jax.tree.leaves(short_state),
                           jax.tree.leaves(layer.begin_state(3))):  # fmt: skip
@@ -226,10 +230,11 @@ def test_generation_token_by_token_equals_the_training_forward_pass(cell, block)
                      chunk_size=4)  # fmt: skip
     tokens = jax.random.randint(jax.random.key(6), (2, 9), 0, 11)
     params = model.init(jax.random.key(7), tokens, model.begin_state(2))
-    logits, final = model.apply(params, tokens, model.begin_state(2))
+    apply = jax.jit(model.apply)
+    logits, final = apply(params, tokens, model.begin_state(2))
     state, steps = model.begin_state(2), []
     for t in range(9):  # one step: the recurrent form, the conv window carried
-        step, state = model.apply(params, tokens[:, t : t + 1], state)
+        step, state = apply(params, tokens[:, t : t + 1], state)
         steps.append(step)
     by_step = jnp.stack(steps).reshape(-1, 11)  # time-major rows, as the model's logits
     assert _rel(by_step, logits) < 1e-5
@@ -306,7 +311,8 @@ def test_the_xlstm_block_in_every_form_equals_its_equations_and_gradients():
 
     want = None
     for form in ("recurrent", "chunkwise", "parallel"):
-        (_, y), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(params, x, form)
+        grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True), static_argnums=2)
+        (_, y), grads = grad(params, x, form)
         assert _rel(y, expected) < 1e-4, form
         if want is None:
             want = grads
@@ -423,7 +429,7 @@ def test_remat_changes_no_result(cell, block, remats, monkeypatch):
             logits, state = model.apply(params, tokens, model.begin_state(2))
             return jnp.mean(logits**2) + sum(jnp.mean(s**2) for s in jax.tree.leaves(state))
 
-        return jax.value_and_grad(loss)(params)
+        return jax.jit(jax.value_and_grad(loss))(params)
 
     want = grads("none")
     for remat in remats:

@@ -260,8 +260,8 @@ def reset_rows(state: TrainState, carry: State, begin_state: State, prob: float)
     B = jax.tree.leaves(carry)[0].shape[1]
     reset = jax.random.bernoulli(jax.random.fold_in(key, state.step), prob, (B,))
 
-    def pick(c, b):
-        return jnp.where(reset.reshape((1, B) + (1,) * (c.ndim - 2)), b, c)
+    def pick(kept, zero):
+        return jnp.where(reset.reshape((1, B) + (1,) * (kept.ndim - 2)), zero, kept)
 
     return jax.tree.map(pick, carry, begin_state)
 
