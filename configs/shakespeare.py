@@ -27,9 +27,10 @@ Variants (after `:`; several join with `,`):
   nanotime  the `long` model of the cell chosen (mingru unless another is named), trained
             for the steps that fit nanoGPT's CPU recipe's wall time on a 2-core Intel Xeon
             (about 110 s, `NANOTIME_STEPS`, from each cell's measured tokens/sec)
-  nanobest  the best model found within nanoGPT's wall time on 2 cores: the `long` minGRU
+  nanobest  the best model found in about nanoGPT's wall time on 2 cores (1.04x over two
+            rounds, within the rounds' noise): the `long` minGRU
             with an MLP of width H (mlp_expansion 1: 1.5x the tokens/sec), 1,950 steps
-            (2 epochs), and each row's state reset with probability 0.1 before a
+            (just under 2 epochs), and each row's state reset with probability 0.1 before a
             minibatch (`state_reset`), so it also learns to start from nothing, as
             nanoGPT's windows score it
   smoke     seconds on a CPU, for tests (a slice of the text, a small model)
