@@ -284,7 +284,7 @@ def _xlstm_reference(p, x, num_heads):
         out.append(num / np.maximum(np.abs(np.einsum("bnk,bnk->bn", q[t], n)), 1.0)[..., None])
     h = np.stack(out)  # [T, B, N, K]
     h = (h - h.mean(-1, keepdims=True)) / np.sqrt(h.var(-1, keepdims=True) + 1e-5)
-    h = h.reshape(T, Bx, inner) * r["norm_scale"]
+    h = h.reshape(T, Bx, inner) * r["head_norm"]["scale"]
     return x + ((h + r["skip"] * c) * silu(z)) @ r["down"]
 
 

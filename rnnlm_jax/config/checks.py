@@ -14,7 +14,7 @@ from rnnlm_jax.nn.linear_scan import resolve_scan
 from rnnlm_jax.nn.matrix_cells import MATRIX_CELLS
 from rnnlm_jax.nn.models import RNNModel
 from rnnlm_jax.nn.spec import DTYPES, ModelSpec  # noqa: F401
-from rnnlm_jax.nn.xlstm_block import HEADWISE_BLOCK, PROJ_FACTOR
+from rnnlm_jax.nn.xlstm_block import xlstm_widths
 
 
 class ConfigError(ValueError):
@@ -103,12 +103,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             "config.block='xlstm' sets its heads' widths (2 x num_hiddens / num_heads): leave "
             "config.key_dim and config.value_dim at 0",
         )
-        inner = PROJ_FACTOR * config.num_hiddens
-        _check(
-            inner % config.num_heads == 0 and inner % HEADWISE_BLOCK == 0,
-            f"config.num_heads={config.num_heads} must divide the xLSTM block's inner width "
-            f"{inner} (2 x config.num_hiddens, itself a multiple of {HEADWISE_BLOCK})",
-        )
+        try:
+            xlstm_widths(config.num_hiddens, config.num_heads)
+        except ValueError as e:
+            raise ConfigError(f"config.{e}") from None
     _check(
         config.block == "xlstm"
         or not (matrix or config.cell == "rglru")

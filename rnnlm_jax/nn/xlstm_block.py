@@ -110,10 +110,8 @@ class XLSTMRecurrence(nn.Module):
             _heads(q, N), _heads(k, N) * K**-0.5, _heads(v, N), log_i, jax.nn.log_sigmoid(f),
             (C, n, m), form=self.form, chunk_size=self.chunk_size,
         )  # fmt: skip
-        h = h.transpose(2, 0, 1, 3)  # [T, B, N, K]
-        h = h - h.mean(axis=-1, keepdims=True)
-        h = h * jax.lax.rsqrt(jnp.mean(h * h, axis=-1, keepdims=True) + 1e-5)
-        h = h.reshape(T, B, inner) * self.param("norm_scale", nn.initializers.ones, (inner,))
+        h = h.transpose(2, 0, 1, 3).reshape(T, B, inner)
+        h = nn.GroupNorm(N, epsilon=1e-5, use_bias=False, reduction_axes=-1, name="head_norm")(h)
         h = (h + self.param("skip", nn.initializers.ones, (inner,)) * c) * jax.nn.silu(z)
         W_down = self.param("down", self.kernel_init, (inner, H), jnp.float32)
         return matmul(h, W_down, self.dtype), ((C, n, m), window)
