@@ -64,25 +64,46 @@ def test_carry_gradient_is_stopped():
     np.testing.assert_allclose(float(m["grad_norm"]), float(optax.tree.norm(g1)), rtol=1e-5)
 
 
-def test_epoch_program_compiles_once_over_a_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("steps_per_chunk", [0, 3])
+def test_the_chunk_program_compiles_once_over_a_run(tmp_path, monkeypatch, steps_per_chunk):
     """A whole `train_and_evaluate` run traces the chunk program once (no recompiles): the
-    smoke config's epoch is one chunk."""
+    smoke config's epoch is one chunk, or chunks of 3, 3 and 1 minibatches, the last padded
+    to 3 (`train_chunk`'s `steps`)."""
     from rnnlm_jax.train import step
 
     traces = []
 
-    def counted(state, carry, X_all, Y_all, begin_state, reset_each_batch, state_reset=0.0):
+    def counted(*args, **kwargs):
         traces.append(1)
-        return train._train_chunk(
-            state, carry, X_all, Y_all, begin_state, reset_each_batch, state_reset
-        )
+        return train._train_chunk(*args, **kwargs)
 
     jitted = jax.jit(counted, donate_argnums=0, static_argnames=("reset_each_batch", "state_reset"))
     monkeypatch.setattr(step, "train_chunk", jitted)
     config = timemachine.get_config("smoke")
-    config.num_epochs = 5
+    config.num_epochs, config.steps_per_chunk = 5, steps_per_chunk
     result = experiment.train_and_evaluate(config, str(tmp_path))
     assert int(result["state"].step) == 5 * 7 and len(traces) == 1
+
+
+def test_a_padded_chunk_trains_only_its_first_steps(corpus_vocab):
+    """`train_chunk(..., steps=k)` over N minibatches equals the plain chunk over the first
+    k: the same parameters, optimizer state, carry and metrics; the rest is never read."""
+    corpus, vocab = corpus_vocab
+    model = RNNModel(vocab_size=len(vocab), num_hiddens=16)
+    X_all, Y_all = data.epoch_batches(corpus, 4, 10, "sequential", 0, 0)
+    X_all, Y_all = jnp.asarray(X_all[:5]), jnp.asarray(Y_all[:5])
+    begin = model.begin_state(4)
+    noise = X_all.at[3:].set(0)  # padding: it would change the result if it were trained on
+    results = []
+    for X, steps in ((X_all[:3], None), (noise, np.int32(3))):
+        s = train.create_train_state(model, jax.random.key(0), 1.0, 1.0, 4, 10)
+        results.append(train.train_chunk(s, begin, X, Y_all[: X.shape[0]], begin, False,
+                                         state_reset=0.3, steps=steps))  # fmt: skip
+    (s1, c1, m1), (s2, c2, m2) = results
+    assert int(s1.step) == int(s2.step) == 3
+    for a, b in zip(jax.tree.leaves((s1.params, s1.opt_state, c1, m1)),
+                    jax.tree.leaves((s2.params, s2.opt_state, c2, m2))):  # fmt: skip
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
 def test_train_step_compiles_once_in_a_loop(corpus_vocab, monkeypatch):

@@ -43,8 +43,8 @@ BATCH1_TEST_TOKENS = 1_000_000
 
 # Fields that fix the parameters' shapes or the vocab: a checkpoint cannot be resumed with
 # other values.
-MODEL_FIELDS = ("job", "cell", "block", "mlp_expansion", "num_hiddens", "num_layers", "num_heads",
-                "token", "min_freq")  # fmt: skip
+MODEL_FIELDS = ("job", "cell", "block", "mlp_expansion", "conv_width", "num_hiddens",
+                "num_layers", "num_heads", "token", "min_freq")  # fmt: skip
 
 
 def device_name() -> str:
@@ -222,6 +222,7 @@ class LanguageModelJob(loop.Job):
         if problem:
             raise ConfigError(f"config.{problem}")
         self.config = config
+        self.chunk_length = 0  # `compile` sets it: the minibatches every chunk is padded to
 
     def load(self) -> None:
         config = self.config
@@ -334,18 +335,27 @@ class LanguageModelJob(loop.Job):
         return {"reset_each_batch": c.partition == "random", "state_reset": c.state_reset}
 
     def compile(self, state, carry, lengths: set[int]) -> None:
+        """One program for every chunk: the longest; shorter chunks (an epoch's or the
+        run's remainder) are padded to it and say how many of its minibatches are real
+        (`train_chunk`'s `steps`), instead of a compilation of their own each."""
         B, T = self.config.batch_size, self.config.num_steps
         sharding = parallel.batch_sharded(self.mesh, 3, 1)  # as `_split` places a chunk
-        for n in sorted(lengths):
-            X = jax.ShapeDtypeStruct((n, B, T), jnp.int32, sharding=sharding)
-            # JAX keeps it: the first call of this length finds it compiled.
-            step.train_chunk.lower(state, carry, X, X, self.begin, **self._resets()).compile()
+        self.chunk_length = max(lengths)
+        X = jax.ShapeDtypeStruct((self.chunk_length, B, T), jnp.int32, sharding=sharding)
+        steps = jax.ShapeDtypeStruct((), jnp.int32)
+        # JAX keeps it: the first call finds it compiled.
+        step.train_chunk.lower(state, carry, X, X, self.begin, steps=steps,
+                               **self._resets()).compile()  # fmt: skip
 
     def train_chunk(self, state, carry, data, start: int, stop: int):
-        X, Y = self._global(data.take(start, stop, self.rows))  # one transfer
-        state, carry, m = step.train_chunk(state, carry, X, Y, self.begin, **self._resets())
-        m = jax.device_get(m)  # one transfer
         n = stop - start
+        X, Y = data.take(start, stop, self.rows)
+        pad = [(0, max(self.chunk_length, n) - n)] + [(0, 0)] * (X.ndim - 1)
+        X, Y = self._global((np.pad(X, pad), np.pad(Y, pad)))  # one transfer
+        state, carry, m = step.train_chunk(
+            state, carry, X, Y, self.begin, steps=np.int32(n), **self._resets()
+        )
+        m = jax.device_get(m)  # one transfer
         sums = {
             "loss_sum": float(m["loss_sum"]),
             "num_tokens": float(m["num_tokens"]),

@@ -266,14 +266,21 @@ def reset_rows(state: TrainState, carry: State, begin_state: State, prob: float)
     return jax.tree.map(pick, carry, begin_state)
 
 
-def _train_chunk(state, carry, X_all, Y_all, begin_state, reset_each_batch, state_reset=0.0):
-    def body(carried, batch):
-        state, carry = carried
+def _train_chunk(
+    state, carry, X_all, Y_all, begin_state, reset_each_batch, state_reset=0.0, steps=None
+):  # fmt: skip
+    def one(state, carry, X, Y):
         if reset_each_batch:
             carry = begin_state
         elif state_reset > 0:
             carry = reset_rows(state, carry, begin_state, state_reset)
-        state, carry, step_metrics = _train_step(state, carry, *batch)
+        return _train_step(state, carry, X, Y)
+
+    if steps is not None:
+        return _first_steps(one, state, carry, X_all, Y_all, steps)
+
+    def body(carried, batch):
+        state, carry, step_metrics = one(*carried, *batch)
         return (state, carry), step_metrics
 
     (state, carry), per_step = jax.lax.scan(body, (state, carry), (X_all, Y_all))
@@ -283,6 +290,22 @@ def _train_chunk(state, carry, X_all, Y_all, begin_state, reset_each_batch, stat
         "grad_norm": per_step["grad_norm"].mean(),
     }
     return state, carry, chunk_metrics
+
+
+def _first_steps(one, state, carry, X_all, Y_all, steps):
+    """`one` over the first `steps` (traced) of the stacked minibatches, by a loop whose trip
+    count is data: the metrics summed as it goes."""
+    shapes = jax.eval_shape(one, state, carry, X_all[0], Y_all[0])[2]
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+    def body(carried):
+        i, state, carry, sums = carried
+        state, carry, step_metrics = one(state, carry, X_all[i], Y_all[i])
+        return i + 1, state, carry, jax.tree.map(jnp.add, sums, step_metrics)
+
+    start = (jnp.zeros((), jnp.int32), state, carry, zeros)
+    _, state, carry, sums = jax.lax.while_loop(lambda c: c[0] < steps, body, start)
+    return state, carry, {**sums, "grad_norm": sums["grad_norm"] / steps}
 
 
 train_chunk = jax.jit(
@@ -296,7 +319,9 @@ and chaining chunks gives the same state as one chunk over all their minibatches
 hidden state `carry` is carried from batch to batch (gradient stopped at each boundary),
 or reset to `begin_state` before every batch if `reset_each_batch` (random partitioning);
 with `state_reset` p > 0 each row is reset before a batch with probability p
-(`reset_rows`). Nothing syncs with the host inside.
+(`reset_rows`). Nothing syncs with the host inside. With `steps` (an int scalar, not
+static) only the first `steps` minibatches train, the rest of `X_all` is padding: one
+compiled program serves every chunk length up to N (the run loop's remainders).
 
 Args:
   state: the `TrainState` (donated).
@@ -305,6 +330,7 @@ Args:
   begin_state: the zero state `[L, B, H]` (LSTM: a pair).
   reset_each_batch: static.
   state_reset: static, the probability of each row's reset (sequential partitioning).
+  steps: None (all N), or how many of the N minibatches to train, 1 <= steps <= N.
 
 Returns:
   The new state, the hidden state after the last minibatch, and device scalars:
