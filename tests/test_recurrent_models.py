@@ -9,8 +9,10 @@ import pytest
 from test_main import run_main
 
 from rnnlm_jax import train
-from rnnlm_jax.config import fields
+from rnnlm_jax.config import checks, fields
+from rnnlm_jax.config.checks import ConfigError
 from rnnlm_jax.infer.generation import greedy_ids
+from rnnlm_jax.jobs.lm import check_compatible
 from rnnlm_jax.nn.layer import RNNLayer
 from rnnlm_jax.nn.models import RNNModel
 
@@ -23,11 +25,14 @@ def _model(cell, **kw):
                     num_heads=2, initializer="flax", **kw)  # fmt: skip
 
 
-@pytest.mark.parametrize("cell", ["lstm", "rglru", "minlstm"])
-def test_residual_model_carries_its_state_and_samples(cell):
+@pytest.mark.parametrize(
+    "cell, conv_width", [("lstm", 0), ("rglru", 0), ("minlstm", 0), ("mingru", 4), ("lstm", 2)]
+)
+def test_residual_model_carries_its_state_and_samples(cell, conv_width):
     """Two halves with the state carried give the whole sequence's logits and state
-    (Griffin's: the convolution's window too); sampling one token at a time agrees."""
-    model = _model(cell)
+    (Griffin's and `conv_width`'s: the convolution's window too); sampling one token at a
+    time agrees."""
+    model = _model(cell, conv_width=conv_width)
     tokens = jax.random.randint(jax.random.key(0), (3, 12), 0, V)
     begin = model.begin_state(3)
     params = model.init(jax.random.key(1), tokens, begin)["params"]
@@ -75,6 +80,72 @@ def test_residual_lstm_block_is_prenorm_recurrence_then_gated_mlp():
                            lambda a: a[0], s))[0])  # fmt: skip
     np.testing.assert_allclose(ours, x, rtol=1e-4, atol=1e-5)
     assert set(params) >= {"embed", "block_0", "block_1", "final_norm", "dense"}
+
+
+def test_conv_width_adds_a_causal_convolution_to_the_recurrences_input():
+    """Block 0 of a residual minGRU with `conv_width` 3, by hand: u = RMSNorm(x), the
+    recurrence reads u + (b + sum_j w[j] u_{t-2+j}) with zeros before the start, then the
+    MLP as without it; the window carried is the last two u; the weights are drawn as
+    PyTorch's Conv1d draws them."""
+    model = _model("mingru", conv_width=3)
+    tokens = jax.random.randint(jax.random.key(0), (2, 7), 0, V)
+    begin = model.begin_state(2)
+    assert [a.shape for a in jax.tree.leaves(begin)] == [(2, 2, 16), (2, 2, 2, 16)]
+    params = model.init(jax.random.key(1), tokens, begin)["params"]
+    w = np.asarray(params["block_0"]["conv_1d"]["w"])
+    assert w.shape == (3, 16) and np.abs(w).max() <= 1 / np.sqrt(3)
+    assert np.abs(w).max() > 0.8 / np.sqrt(3) and abs(w.mean()) < 0.15  # uniform +-1/sqrt(3)
+    params["block_0"]["conv_1d"]["b"] += 0.1  # a bias that is not zero, too
+    p = params["block_0"]
+
+    def rms(x, scale):
+        return x * jax.lax.rsqrt(jnp.mean(x * x, -1, keepdims=True) + 1e-6) * scale
+
+    x = params["embed"]["embedding"][tokens.T]  # [T, B, H]
+    u = rms(x, p["temporal_norm"]["scale"])
+    padded = np.concatenate([np.zeros((2,) + u.shape[1:]), np.asarray(u)])
+    conv = p["conv_1d"]["b"] + sum(padded[j : j + 7] * w[j] for j in range(3))
+    rnn = RNNLayer(cell="mingru", num_hiddens=16, initializer="flax")
+    h, _ = rnn.apply({"params": p["recurrence"]}, jnp.asarray(u + conv, jnp.float32))
+    x = x + h
+    gate, lin = jnp.split(rms(x, p["mlp_norm"]["scale"]) @ p["mlp"]["up"]["kernel"]
+                          + p["mlp"]["up"]["bias"], 2, axis=-1)  # fmt: skip
+    x = x + (jax.nn.gelu(gate) * lin) @ p["mlp"]["down"]["kernel"] + p["mlp"]["down"]["bias"]
+    ours, (_, window) = model.apply(
+        {"params": params}, tokens, begin,
+        method=lambda m, t, s: m.blocks[0](m.embed(t.T), jax.tree.map(lambda a: a[0], s)),
+    )  # fmt: skip
+    np.testing.assert_allclose(ours, x, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.swapaxes(window, 0, 1), u[-2:], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "changes, words",
+    [({"cell": "gla"}, ("conv_width=4", "gla", "already")),
+     ({"cell": "rglru"}, ("conv_width=4", "rglru")),
+     ({"block": "stack"}, ("conv_width=4", "block='residual'")),
+     ({"cell": "mlstm", "block": "xlstm"}, ("conv_width=4", "block='residual'")),
+     ({"conv_width": -1}, ("conv_width",))],
+)  # fmt: skip
+def test_conv_width_where_it_does_not_fit_is_refused_naming_the_field(changes, words):
+    config = fields.defaults()
+    config.update({"cell": "mingru", "block": "residual", "conv_width": 4, **changes})
+    with pytest.raises(ConfigError) as e:
+        checks.validate(config)
+    assert str(e.value).count("\n") == 0 and all(w in str(e.value) for w in words), e.value
+    with pytest.raises(ValueError, match="conv_width"):  # the model says so itself
+        RNNModel(V, cell=config.cell, block=config.block, conv_width=config.conv_width,
+                 num_hiddens=16).init(jax.random.key(0), jnp.zeros((1, 2), jnp.int32),
+                                      None)  # fmt: skip
+
+
+def test_a_checkpoint_of_another_conv_width_is_not_resumed():
+    saved = fields.defaults()
+    saved.update({"cell": "mingru", "block": "residual"})
+    new = fields.defaults()
+    new.update({"cell": "mingru", "block": "residual", "conv_width": 4})
+    with pytest.raises(ConfigError, match="conv_width 0 .checkpoint. vs 4"):
+        check_compatible(saved, new)
 
 
 def test_griffin_block_has_recurrentgemmas_branches():
@@ -125,6 +196,7 @@ def _every_model():
     for cell in ("rnn", "gru", "lstm", "mingru", "minlstm", "rglru", "lru"):
         yield RNNModel(V, cell=cell, num_hiddens=16, num_layers=2, embed_dim=8, num_heads=2)
         yield _model(cell)
+    yield _model("mingru", conv_width=4)  # its convolution, like Griffin's, does not decay
 
 
 def test_weight_decay_is_decided_by_role_in_every_cell_and_block():

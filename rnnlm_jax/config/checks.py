@@ -7,6 +7,7 @@ import jax
 import ml_collections
 
 from rnnlm_jax.config import fields
+from rnnlm_jax.nn.blocks import check_conv_width
 from rnnlm_jax.nn.fast_layers import cuda_available, resolve_impl
 from rnnlm_jax.nn.layer import CHUNK_SIZES
 from rnnlm_jax.nn.linear_cells import LINEAR_CELLS
@@ -91,6 +92,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         f"config.block={config.block!r} needs config.embed_dim 0 or config.num_hiddens (its "
         "blocks add to an embedding of width num_hiddens)",
     )
+    try:
+        check_conv_width(config.conv_width, config.cell, config.block)
+    except ValueError as e:
+        raise ConfigError(f"config.{e}") from None
     matrix = config.cell in MATRIX_CELLS
     if config.block == "xlstm":
         _check(

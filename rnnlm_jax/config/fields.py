@@ -149,6 +149,9 @@ LM: dict[str, Field] = {
                choices=("stack", "residual", "xlstm")),
     "mlp_expansion": F(_SPEC["mlp_expansion"], "int", "block=residual: the gated MLP's width "
                        "in multiples of num_hiddens", 1, BIG),
+    "conv_width": F(_SPEC["conv_width"], "int", "block=residual: a causal convolution of this "
+                    "width over the recurrence's input, added to it (0: none; rglru, gla, "
+                    "mamba2 and gated_deltanet have their own)", 0, BIG),
     "num_hiddens": F(_SPEC["num_hiddens"], "int", "hidden units per layer", 1, BIG),
     "num_layers": F(_SPEC["num_layers"], "int", "stacked recurrent layers", 1, BIG),
     "initializer": F(_SPEC["initializer"], "str",

@@ -7,9 +7,18 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 CONV_WIDTH = 4  # Griffin's, Mamba-2's and Gated DeltaNet's short convolution
+
+
+def torch_conv_init(key, shape, dtype=jnp.float32):
+    """PyTorch's default for a depthwise `nn.Conv1d` of width `shape[0]` (xLSTM's and
+    Mamba's convolutions): uniform in +-1/sqrt(width)."""
+    bound = 1.0 / np.sqrt(shape[0])
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
 class Conv1D(nn.Module):

@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rnnlm_jax.nn.blocks import ResidualBlock, block_state
+from rnnlm_jax.nn.blocks import ResidualBlock, block_state, check_conv_width
 from rnnlm_jax.nn.head import Dense
 from rnnlm_jax.nn.initializers import INITS, head_initializers, initializers  # noqa: F401
 from rnnlm_jax.nn.layer import CELLS, RNNLayer, State, translate_deprecated, zero_state  # noqa: F401
@@ -45,9 +45,11 @@ class RNNModel(nn.Module):
         embedding of width H (E must be 0 or H) feeds `num_layers` residual blocks
         (`blocks.ResidualBlock`: RMSNorm, the recurrence, RMSNorm, a gated MLP of width
         `mlp_expansion * H`), then a last RMSNorm and the head; `dropout` then applies to
-        each block's two branches; `xlstm` (cell `mlstm`), the same with xLSTM's mLSTM
-        blocks (`xlstm_block`: LayerNorm, up-projection, convolution, mLSTM, skip, gate,
-        down-projection, no MLP; `num_heads` of the inner width 2H).
+        each block's two branches; `conv_width` w > 0 adds a causal convolution of width w
+        to each recurrence's input (`blocks`; not for cells with their own); `xlstm` (cell
+        `mlstm`), the same with xLSTM's mLSTM blocks (`xlstm_block`: LayerNorm,
+        up-projection, convolution, mLSTM, skip, gate, down-projection, no MLP; `num_heads`
+        of the inner width 2H).
       impl: as `RNNLayer`; with any but `flax` the Dense head is `rnnlm_jax.nn.head`'s (the
         same parameters, float32 logits, its matmuls' operands in `dtype`); `flax`: flax's
         own layers throughout.
@@ -67,6 +69,7 @@ class RNNModel(nn.Module):
     cell: str = "rnn"
     block: str = "stack"
     mlp_expansion: int = 3
+    conv_width: int = 0
     num_hiddens: int = 256
     num_layers: int = 1
     initializer: str = "normal"
@@ -103,6 +106,7 @@ class RNNModel(nn.Module):
         if self.block == "xlstm" and self.cell != "mlstm":
             raise ValueError(f"block='xlstm' is xLSTM's mLSTM block: it needs cell 'mlstm', "
                              f"not {self.cell!r}")  # fmt: skip
+        check_conv_width(self.conv_width, self.cell, self.block)
         if self.block != "stack":
             if E not in (0, H):
                 raise ValueError(f"block={self.block!r} needs embed_dim 0 or num_hiddens ({E} "
@@ -138,6 +142,7 @@ class RNNModel(nn.Module):
                     kernel,
                     self.dtype,
                     self.block,
+                    self.conv_width,
                     name=f"block_{i}",
                 )  # fmt: skip
                 for i in range(self.num_layers)
@@ -239,7 +244,6 @@ class RNNModel(nn.Module):
         heads = {"num_heads": self.num_heads, "key_dim": self.key_dim,
                  "value_dim": self.value_dim}  # fmt: skip
         if self.block != "stack":
-            return block_state(
-                self.cell, self.num_layers, batch_size, self.num_hiddens, self.block, **heads
-            )
+            return block_state(self.cell, self.num_layers, batch_size, self.num_hiddens,
+                               self.block, self.conv_width, **heads)  # fmt: skip
         return zero_state(self.cell, self.num_layers, batch_size, self.num_hiddens, **heads)

@@ -25,6 +25,8 @@ class ModelSpec:
         (pre-norm residual blocks of a recurrence and a gated MLP, `blocks`) or `xlstm`
         (xLSTM's mLSTM blocks, cell `mlstm`, `xlstm_block`).
       mlp_expansion: the residual blocks' MLP width, in multiples of H.
+      conv_width: w > 0, a causal convolution of width w added to each residual block's
+        recurrence input (`blocks`); 0, none.
       num_hiddens, num_layers: H and L of the recurrent stack.
       initializer, init_scale: how the weights are drawn (`nn.initializers`).
       dropout: between stacked layers; embed_dropout, output_dropout: on the embedding's
@@ -45,6 +47,7 @@ class ModelSpec:
     cell: str = "rnn"
     block: str = "stack"
     mlp_expansion: int = 3
+    conv_width: int = 0
     num_hiddens: int = 256
     num_layers: int = 1
     initializer: str = "normal"
@@ -84,5 +87,5 @@ LAYER_FIELDS = ("cell", "num_hiddens", "num_layers", "dropout", "initializer", "
                 "impl", "scan", "num_heads", "key_dim", "value_dim", "form", "chunk_size",
                 "remat", "unroll", "dtype")  # fmt: skip
 # The fields that fix the parameters' shapes: a checkpoint cannot be restored into others.
-SHAPE_FIELDS = ("cell", "block", "mlp_expansion", "num_hiddens", "num_layers", "num_heads",
-                "key_dim", "value_dim", "embed_dim", "tie_embeddings")  # fmt: skip
+SHAPE_FIELDS = ("cell", "block", "mlp_expansion", "conv_width", "num_hiddens", "num_layers",
+                "num_heads", "key_dim", "value_dim", "embed_dim", "tie_embeddings")  # fmt: skip

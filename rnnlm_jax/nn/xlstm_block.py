@@ -23,10 +23,9 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from rnnlm_jax.nn import chunkwise
-from rnnlm_jax.nn.conv import CONV_WIDTH, Conv1D
+from rnnlm_jax.nn.conv import CONV_WIDTH, Conv1D, torch_conv_init
 from rnnlm_jax.nn.matrix_cells import _heads
 from rnnlm_jax.nn.recurrences import matmul
 
@@ -50,13 +49,6 @@ def xlstm_state(prefix: tuple, num_hiddens: int, num_heads: int):
     return (zeros(num_heads, K, K), zeros(num_heads, K), zeros(num_heads)), zeros(
         CONV_WIDTH - 1, inner
     )
-
-
-def _torch_conv_init(key, shape, dtype=jnp.float32):
-    """PyTorch's default for a depthwise `nn.Conv1d` of width `shape[0]` (xLSTM's conv):
-    uniform in +-1/sqrt(width)."""
-    bound = 1.0 / np.sqrt(shape[0])
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
 class Headwise(nn.Module):
@@ -95,7 +87,7 @@ class XLSTMRecurrence(nn.Module):
         (C, n, m), window = state
         W_up = self.param("up", self.kernel_init, (H, 2 * inner), jnp.float32)
         x_m, z = jnp.split(matmul(x, W_up, self.dtype), 2, axis=-1)
-        c, window = Conv1D(w_init=_torch_conv_init, name="conv_1d")(window, x_m)
+        c, window = Conv1D(w_init=torch_conv_init, name="conv_1d")(window, x_m)
         c = jax.nn.silu(c)
         q = Headwise(self.kernel_init, self.dtype, name="q")(c)
         k = Headwise(self.kernel_init, self.dtype, name="k")(c)
