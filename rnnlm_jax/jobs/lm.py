@@ -254,7 +254,10 @@ class LanguageModelJob(loop.Job):
         check_fits(self.config, abstract)
         self.flops_per_step = flops_per_step(self.config, abstract.params)
         return jax.tree.map(
-            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.replicated), abstract
+            lambda s: jax.ShapeDtypeStruct(
+                s.shape, s.dtype, sharding=self.replicated, weak_type=s.weak_type
+            ),
+            abstract,
         )
 
     def init_state(self):
