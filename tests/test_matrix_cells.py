@@ -352,6 +352,7 @@ def test_the_shakespeare_variants_of_the_block_and_of_nanogpts_time():
     config = checks.validate(shakespeare.get_config("nanobest"))
     assert (config.cell, config.mlp_expansion, config.num_hiddens) == ("mingru", 1, 256)
     assert config.state_reset == 0.1 and config.train_steps == shakespeare.NANOBEST_STEPS
+    assert config.conv_width == 4
     for variant in ("gla,nanobest", "xlstm,nanotime", "xlstm,nanobest"):
         with pytest.raises(ValueError, match="nanobest|nanotime"):
             shakespeare.get_config(variant)
