@@ -52,7 +52,8 @@ class Job:
       load() (before the workdir is touched: a data error leaves nothing behind; keep it
       to reading data: a signal during load() is Python's default, not a stop request),
       abstract_state(), then init_state() or a restore, check_resume(workdir, saved),
-      compile(...), write_files(workdir) (only if the run trains), then per epoch
+      compile(...) (in a fresh run, in a thread beside init_state(), on the abstract
+      state), write_files(workdir) (only if the run trains), then per epoch
       epoch_data(epoch), train_chunk(...) per chunk, end_epoch(...), and at the end
       report(...).
 
@@ -96,7 +97,10 @@ class Job:
 
     def compile(self, state, carry, lengths: set[int]) -> None:
         """Compiles the chunk program for every chunk length in `lengths` ahead of training
-        (while a signal still stops the run at once), so none compiles mid-run."""
+        (while a signal still stops the run at once), so none compiles mid-run (the
+        language-model job: one program, the longest, that shorter chunks are padded to).
+        `state` is the train state or, in a fresh run, `abstract_state()` (compiled in a
+        thread while `init_state` runs)."""
 
     def describe(self) -> list[str]:
         """Lines on what will run (e.g. the implementation chosen), printed to stderr once
