@@ -109,7 +109,7 @@ class Vocab:
     def __getitem__(self, tokens):
         """Token -> id (unknown -> 0); a list or tuple of tokens -> list of ids."""
         if isinstance(tokens, (list, tuple)):
-            if any(isinstance(t, (list, tuple)) for t in tokens[:1]):
+            if tokens and isinstance(tokens[0], (list, tuple)):
                 return [self[t] for t in tokens]
             # map() with the dict's own get: a million characters in ~30 ms, not ~300
             return list(map(self.token_to_idx.get, tokens, itertools.repeat(self.unk)))

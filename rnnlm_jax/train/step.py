@@ -294,17 +294,17 @@ def _train_chunk(
 
 def _first_steps(one, state, carry, X_all, Y_all, steps):
     """`one` over the first `steps` (traced) of the stacked minibatches, by a loop whose trip
-    count is data: the metrics summed as it goes."""
+    count is data (`fori_loop` with a traced bound is a while loop): the metrics summed as
+    it goes."""
     shapes = jax.eval_shape(one, state, carry, X_all[0], Y_all[0])[2]
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
-    def body(carried):
-        i, state, carry, sums = carried
+    def body(i, carried):
+        state, carry, sums = carried
         state, carry, step_metrics = one(state, carry, X_all[i], Y_all[i])
-        return i + 1, state, carry, jax.tree.map(jnp.add, sums, step_metrics)
+        return state, carry, jax.tree.map(jnp.add, sums, step_metrics)
 
-    start = (jnp.zeros((), jnp.int32), state, carry, zeros)
-    _, state, carry, sums = jax.lax.while_loop(lambda c: c[0] < steps, body, start)
+    state, carry, sums = jax.lax.fori_loop(0, steps, body, (state, carry, zeros))
     return state, carry, {**sums, "grad_norm": sums["grad_norm"] / steps}
 
 
