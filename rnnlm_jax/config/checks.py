@@ -7,12 +7,13 @@ import jax
 import ml_collections
 
 from rnnlm_jax.config import fields
+from rnnlm_jax.data import synthetic
 from rnnlm_jax.nn.blocks import check_conv_width
 from rnnlm_jax.nn.fast_layers import cuda_available, resolve_impl
 from rnnlm_jax.nn.layer import CHUNK_SIZES
 from rnnlm_jax.nn.linear_cells import LINEAR_CELLS
 from rnnlm_jax.nn.linear_scan import resolve_scan
-from rnnlm_jax.nn.matrix_cells import MATRIX_CELLS
+from rnnlm_jax.nn.matrix_cells import MATRIX_CELLS, NEGATIVE_EIGENVALUE_CELLS
 from rnnlm_jax.nn.models import RNNModel
 from rnnlm_jax.nn.spec import DTYPES, ModelSpec  # noqa: F401
 from rnnlm_jax.nn.xlstm_block import xlstm_widths
@@ -41,15 +42,11 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if config.job == "sine":
         _check_sine(config)
         return config
-    embed_dim = config.embed_dim
-    _check(
-        embed_dim or not (config.embed_dropout or config.tie_embeddings),
-        "config.embed_dropout and config.tie_embeddings need config.embed_dim > 0",
-    )
-    _check(
-        not config.tie_embeddings or embed_dim == config.num_hiddens,
-        "config.tie_embeddings needs config.embed_dim == config.num_hiddens",
-    )
+    if config.job == "synthetic":
+        _check_synthetic(config)
+        _check_model(config)
+        _check_lr_decay(config)
+        return config
     if config.corpus == "text":
         _check(bool(config.text_files), "config.corpus='text' needs config.text_files")
         names = [n.strip() for n in config.text_files.split(",")]
@@ -76,6 +73,45 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         f"{config.valid_fraction + config.test_fraction:g} leaves less than half the text "
         "for training",
     )
+    _check_model(config)
+    _check(
+        not config.state_reset or config.partition == "sequential",
+        f"config.state_reset={config.state_reset:g} resets a carried state: it needs "
+        "config.partition='sequential' (random partitioning resets every minibatch)",
+    )
+    _check_lr_decay(config)
+    _check(
+        config.job != "population"
+        or (
+            config.optimizer == "sgd"
+            and not config.weight_decay
+            and config.lr_schedule == "constant"
+            and not config.warmup_steps
+        ),  # fmt: skip
+        "population mode trains the book's clipped SGD (each member its lr and clip): "
+        "config.optimizer='sgd' with no weight_decay, warmup_steps or lr_schedule",
+    )
+    return config
+
+
+def _check_lr_decay(config: ml_collections.ConfigDict) -> None:
+    _check(
+        config.lr_decay == 1.0 or config.lr_schedule == "constant",
+        "config.lr_decay (per epoch) needs config.lr_schedule='constant'",
+    )
+
+
+def _check_model(config: ml_collections.ConfigDict) -> None:
+    """The model fields that must fit together (every job with a language model's fields)."""
+    embed_dim = config.embed_dim
+    _check(
+        embed_dim or not (config.embed_dropout or config.tie_embeddings),
+        "config.embed_dropout and config.tie_embeddings need config.embed_dim > 0",
+    )
+    _check(
+        not config.tie_embeddings or embed_dim == config.num_hiddens,
+        "config.tie_embeddings needs config.embed_dim == config.num_hiddens",
+    )
     _check(
         config.impl != "cudnn"
         or (config.cell == "lstm" and config.dtype == "float32" and cuda_available()),
@@ -91,6 +127,12 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         config.block == "stack" or embed_dim in (0, config.num_hiddens),
         f"config.block={config.block!r} needs config.embed_dim 0 or config.num_hiddens (its "
         "blocks add to an embedding of width num_hiddens)",
+    )
+    _check(
+        not config.negative_eigenvalues
+        or (config.cell in NEGATIVE_EIGENVALUE_CELLS and config.block != "xlstm"),
+        f"config.negative_eigenvalues widens a decay or delta transition to [-1, 1]: cell "
+        f"{config.cell!r} has none (cells {', '.join(NEGATIVE_EIGENVALUE_CELLS)})",
     )
     try:
         check_conv_width(config.conv_width, config.cell, config.block)
@@ -114,7 +156,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             raise ConfigError(f"config.{e}") from None
     _check(
         config.block == "xlstm"
-        or not (matrix or config.cell == "rglru")
+        or not (matrix or config.cell in ("rglru", "slstm"))
         or config.num_hiddens % config.num_heads == 0,
         f"config.num_heads={config.num_heads} must divide config.num_hiddens="
         f"{config.num_hiddens} (cell {config.cell} splits it into heads)",
@@ -124,27 +166,45 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         f"config.remat='block' recomputes residual blocks, or the layers of a parallel-in-time "
         f"or matrix-state cell; a stack of {config.cell} has neither (use 'chunk' or 'none')",
     )
+
+
+def _check_synthetic(config: ml_collections.ConfigDict) -> None:
+    """The synthetic-task job's fields that must fit together."""
     _check(
-        not config.state_reset or config.partition == "sequential",
-        f"config.state_reset={config.state_reset:g} resets a carried state: it needs "
-        "config.partition='sequential' (random partitioning resets every minibatch)",
+        config.train_min_len <= config.train_max_len,
+        f"config.train_min_len={config.train_min_len} exceeds config.train_max_len="
+        f"{config.train_max_len}",
     )
     _check(
-        config.lr_decay == 1.0 or config.lr_schedule == "constant",
-        "config.lr_decay (per epoch) needs config.lr_schedule='constant'",
+        config.test_min_len <= config.test_max_len,
+        f"config.test_min_len={config.test_min_len} exceeds config.test_max_len="
+        f"{config.test_max_len}",
     )
+    if config.task == "mqar":
+        try:
+            synthetic.Task("mqar", vocab_size=config.mqar_vocab_size,
+                           num_kv_pairs=config.num_kv_pairs)  # fmt: skip
+        except ValueError as e:
+            raise ConfigError(f"config.{e}") from None
+        _check(
+            config.mqar_seq_len >= 4 * config.num_kv_pairs,
+            f"config.mqar_seq_len={config.mqar_seq_len} leaves no room for "
+            f"config.num_kv_pairs={config.num_kv_pairs} pairs and their queries: it needs at "
+            f"least {4 * config.num_kv_pairs}",
+        )
+        return
     _check(
-        config.job != "population"
-        or (
-            config.optimizer == "sgd"
-            and not config.weight_decay
-            and config.lr_schedule == "constant"
-            and not config.warmup_steps
-        ),  # fmt: skip
-        "population mode trains the book's clipped SGD (each member its lr and clip): "
-        "config.optimizer='sgd' with no weight_decay, warmup_steps or lr_schedule",
+        config.test_max_len > config.train_max_len,
+        f"config.test_max_len={config.test_max_len} tests no length beyond training's "
+        f"(config.train_max_len={config.train_max_len}): {config.task} measures how far a "
+        "model generalises past the lengths it was trained on",
     )
-    return config
+    shortest = 3 if config.task == "modular_arithmetic" else 1
+    _check(
+        config.train_min_len >= shortest,
+        f"config.train_min_len={config.train_min_len}: {config.task}'s shortest sequence has "
+        f"{shortest} tokens",
+    )
 
 
 def _check_sine(config: ml_collections.ConfigDict) -> None:

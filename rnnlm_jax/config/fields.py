@@ -48,8 +48,9 @@ LOOP: dict[str, Field] = {
     "job": F(
         "lm",
         "str",
-        "lm (a language model) | population (the sweep's trials at once) | sine (exercise 3)",
-        choices=("lm", "population", "sine"),
+        "lm (a language model) | population (the sweep's trials at once) | sine (exercise 3) "
+        "| synthetic (a state-tracking or recall task, `rnnlm_jax.data.synthetic`)",
+        choices=("lm", "population", "sine", "synthetic"),
     ),
     "num_epochs": F(500, "int", "epochs to train", 1, BIG),
     "seed": F(0, "int", "parameters, data order and dropout", 0, MAX_SEED, high_closed=True),
@@ -138,11 +139,11 @@ LM: dict[str, Field] = {
     "random_offset": F(True, "bool", "sequential: start each epoch at a random offset in "
                        "[0, num_steps] (False: at token 0)"),
     # Model.
-    "cell": F(_SPEC["cell"], "str", "rnn | gru | lstm, or trained in parallel over time: "
-              "mingru | minlstm | rglru | lru, or with a matrix state: mlstm | gla | mamba2 "
-              "| gated_deltanet",
-              choices=("rnn", "gru", "lstm", "mingru", "minlstm", "rglru", "lru", "mlstm",
-                       "gla", "mamba2", "gated_deltanet")),
+    "cell": F(_SPEC["cell"], "str", "rnn | gru | lstm | slstm (xLSTM's), or trained in "
+              "parallel over time: mingru | minlstm | rglru | lru, or with a matrix state: "
+              "mlstm | gla | mamba2 | gated_deltanet",
+              choices=("rnn", "gru", "lstm", "slstm", "mingru", "minlstm", "rglru", "lru",
+                       "mlstm", "gla", "mamba2", "gated_deltanet")),
     "block": F(_SPEC["block"], "str", "stack (plain stacked layers) | residual (pre-norm "
                "residual blocks: the recurrence, then a gated MLP) | xlstm (xLSTM's mLSTM "
                "blocks, cell mlstm: up-projection, conv, mLSTM, skip, gate; no MLP)",
@@ -176,6 +177,7 @@ LM: dict[str, Field] = {
               "side) | auto (the faster on this backend)",
               choices=("auto", "associative", "sequential", "chunked")),
     "num_heads": F(_SPEC["num_heads"], "int", "rglru: diagonal blocks of its gates' weights; "
+                   "slstm: blocks of its recurrent weights; "
                    "mlstm | gla | mamba2 | gated_deltanet: heads (block xlstm: of its inner width "
                    "2 x num_hiddens)", 1, BIG),
     "key_dim": F(_SPEC["key_dim"], "int", "a matrix-state cell's key width per head (0: "
@@ -188,6 +190,9 @@ LM: dict[str, Field] = {
               choices=("auto", "recurrent", "chunkwise", "parallel")),
     "chunk_size": F(_SPEC["chunk_size"], "int", "the chunkwise form's chunk in steps (0: the "
                     "cell's measured default; longer than num_steps: num_steps)", 0, BIG),
+    "negative_eigenvalues": F(_SPEC["negative_eigenvalues"], "bool", "gla | mamba2 | "
+                              "gated_deltanet: the transition's eigenvalues in [-1, 1] instead "
+                              "of [0, 1] (Grazzi et al. 2025)"),
     "remat": F(_SPEC["remat"], "str", "what the backward pass recomputes to save memory: none "
                "| block (each block or layer, from its input) | chunk (each block per "
                "segment of 512 steps, the state carried between them)",
@@ -237,14 +242,50 @@ SINE: dict[str, Field] = {
     "num_layers": F(1, "int", "its layers", 1, BIG),
     "k_steps": F((1, 4, 16, 64), "ints", "the k-step-ahead predictions judged"),
 }
+
+def _slice(first: str, last: str) -> dict[str, Field]:
+    """The LM table's fields from `first` to `last`, in order."""
+    names = list(LM)
+    return {n: LM[n] for n in names[names.index(first) : names.index(last) + 1]}
+
+
+# State tracking and recall (`rnnlm_jax.jobs.synthetic`): the task, the lengths it trains and
+# is tested on, then the language model's own model and training fields.
+SYNTHETIC: dict[str, Field] = {
+    **LOOP,
+    "task": F("parity", "str", "parity | modular_arithmetic | cycle_navigation | s3 | s5 | "
+              "mqar (rnnlm_jax.data.synthetic)", choices=("parity", "modular_arithmetic",
+              "cycle_navigation", "s3", "s5", "mqar")),
+    "train_min_len": F(3, "int", "training sequences' shortest length", 1, BIG),
+    "train_max_len": F(40, "int", "training sequences' longest length (mqar: mqar_seq_len)",
+                       1, BIG),
+    "test_min_len": F(40, "int", "test sequences' shortest length", 1, BIG),
+    "test_max_len": F(256, "int", "test sequences' longest length", 1, BIG),
+    "test_bins": F(6, "int", "the test lengths' bins accuracy is reported in", 1, BIG),
+    "modulus": F(5, "int", "modular_arithmetic: the modulus", 2, BIG),
+    "num_kv_pairs": F(16, "int", "mqar: key-value pairs per sequence", 1, BIG),
+    "mqar_vocab_size": F(512, "int", "mqar: tokens (keys from [1, V/2), values from [V/2, V))",
+                         4, BIG),
+    "mqar_seq_len": F(256, "int", "mqar: the sequences' length", 4, BIG),
+    "power_a": F(0.01, "number", "mqar: the power law of the queries' gaps (1: uniform)", 0,
+                 1, low_open=True, high_closed=True),
+    "batch_size": F(64, "int", "sequences per minibatch", 1, BIG),
+    "steps_per_epoch": F(500, "int", "minibatches per epoch (an evaluation after each)", 1,
+                         BIG),
+    "eval_examples": F(1024, "int", "sequences in each evaluation set", 1, BIG),
+    **_slice("cell", "dtype"),
+    **_slice("optimizer", "decay_after"),
+}  # fmt: skip
 del F
 
-TABLES: dict[str, dict[str, Field]] = {"lm": LM, "population": LM, "sine": SINE}
+TABLES: dict[str, dict[str, Field]] = {"lm": LM, "population": LM, "sine": SINE,
+                                       "synthetic": SYNTHETIC}  # fmt: skip
 FIELDS = LM  # the language model's table (the default job's)
 
 # Fields of older versions: each is translated to today's, then dropped.
 LEGACY = {
-    "task": lambda v: {"job": v},
+    # An older version's name for `job`; today the synthetic job's task (never a job's name).
+    "task": lambda v: {"job": v} if v in ("lm", "population", "sine") else {"task": v},
     "custom_vjp": lambda v: {} if v else {"impl": "flax"},
     "lstm_impl": lambda v: {"impl": {"scan": "fast", "cudnn": "cudnn"}.get(v, "auto")},
 }
@@ -304,7 +345,7 @@ def unknown_field_message(name: str, job: str = "lm") -> str:
     near = difflib.get_close_matches(name, table(job), n=3)
     hint = f"; did you mean {' or '.join(near)}?" if near else ""
     what = {"lm": "the language-model job", "population": "population mode",
-            "sine": "the sine job"}[job]  # fmt: skip
+            "sine": "the sine job", "synthetic": "the synthetic-task job"}[job]  # fmt: skip
     return f"config.{name} is not a field of {what}{hint}"
 
 

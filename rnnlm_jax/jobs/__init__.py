@@ -1,6 +1,6 @@
 """The jobs the run loop trains (`rnnlm_jax.train.loop`), one per value of `config.job`: the
 language model (`lm`), the sweep's trials at once (`population`) and exercise 3's sine
-regressor (`sine`). A job of your own subclasses `loop.Job` the same way."""
+regressor (`sine`) and the state-tracking and recall tasks (`synthetic`). A job of your own subclasses `loop.Job` the same way."""
 
 import importlib
 
@@ -8,6 +8,7 @@ JOBS = {  # config.job -> (module, class)
     "lm": ("lm", "LanguageModelJob"),
     "population": ("population", "PopulationJob"),
     "sine": ("sine", "SineJob"),
+    "synthetic": ("synthetic", "SyntheticJob"),
 }
 
 

@@ -36,6 +36,25 @@ GLA_MAX_LOG_DECAY = 4.0  # the layer clamps a step's log decay at -4 (a decay of
 GLA_MAX_CHUNK = 32
 
 
+# Negative eigenvalues (Grazzi et al. 2025): a decay exp(g) in (0, 1] becomes a = 2 exp(g) - 1
+# in (-1, 1]. With sigma_t the product of the signs of a_1..a_t, S~_t = sigma_t S_t obeys the
+# same recurrence with decay |a_t| and keys sigma_t k_t, and o_t = S~_t^T (sigma_t q_t): every
+# form runs on (sigma q, sigma k, log|a|) unchanged. |a| is floored at exp(floor) (a decay
+# of 2e-9 by default) so its log stays finite.
+NEGATIVE_LOG_FLOOR = -20.0
+
+
+def signed_decay(g: jax.Array, floor: float = NEGATIVE_LOG_FLOOR):
+    """`(log|a|, sigma)` of `a = 2 exp(g) - 1` for log decays `g` `[B, N, T]` or `[B, N, T, K]`:
+    `log|a|` floored at `floor`, and `sigma_t`, the product of the signs of `a` over steps
+    1..t (time is axis 2), +-1."""
+    a = 2.0 * jnp.exp(g) - 1.0
+    log_abs = jnp.log(jnp.maximum(jnp.abs(a), jnp.exp(floor)))
+    flips = jnp.cumsum((a < 0).astype(jnp.int32), axis=2)
+    sigma = (1 - 2 * (flips % 2)).astype(g.dtype)
+    return log_abs, sigma
+
+
 def resolve_form(form: str, T: int, chunk_size: int) -> str:
     """`recurrent`, `chunkwise` or `parallel` for `form` at length T; `auto`: recurrent for
     one step (generation), parallel up to one chunk, chunkwise beyond."""

@@ -29,7 +29,14 @@ from flax.linen.recurrent import flip_sequences
 from rnnlm_jax.nn.fast_layers import FAST_LAYERS, CudnnLSTM, resolve_impl
 from rnnlm_jax.nn.initializers import initializers
 from rnnlm_jax.nn.linear_cells import LINEAR_CELLS
-from rnnlm_jax.nn.matrix_cells import MATRIX_CELLS, MatrixLayer, head_widths, matrix_state
+from rnnlm_jax.nn.slstm import SLSTMLayer, slstm_state
+from rnnlm_jax.nn.matrix_cells import (
+    MATRIX_CELLS,
+    NEGATIVE_EIGENVALUE_CELLS,
+    MatrixLayer,
+    head_widths,
+    matrix_state,
+)
 
 
 class GRUCell(nn.GRUCell):
@@ -61,7 +68,7 @@ class GRUCell(nn.GRUCell):
 
 
 CELLS = {"rnn": nn.SimpleCell, "gru": GRUCell, "lstm": nn.LSTMCell}
-NAMED_CELLS = (*CELLS, *LINEAR_CELLS, *MATRIX_CELLS)  # every cell a name picks
+NAMED_CELLS = (*CELLS, "slstm", *LINEAR_CELLS, *MATRIX_CELLS)  # every cell a name picks
 # The chunkwise form's chunk per cell, the fastest forward + backward at T 1024 on 2 CPU
 # cores (`benchmarks/recurrences.py matrix`, docs/recurrences.md).
 CHUNK_SIZES = {"mlstm": 64, "gla": 32, "mamba2": 64, "gated_deltanet": 32}
@@ -75,11 +82,13 @@ def zero_state(
     key_dim: int = 0, value_dim: int = 0,
 ) -> State:  # fmt: skip
     """Zeros `[L, B, H]`; for the LSTM a pair `(c, h)` of them, in flax's order; for the
-    LRU the pair `(Re h, Im h)`; for a matrix-state cell its carry with leading axes
+    LRU the pair `(Re h, Im h)`; for the sLSTM `(c, n, m, h)`; for a matrix-state cell its carry with leading axes
     `[L, B]` (`matrix_cells.matrix_state`, from the heads' widths)."""
     if cell in MATRIX_CELLS:
         widths = head_widths(num_hiddens, num_heads, key_dim, value_dim)
         return matrix_state(cell, (num_layers, batch_size), *widths)
+    if cell == "slstm":
+        return slstm_state((num_layers, batch_size), num_hiddens)
     h = jnp.zeros((num_layers, batch_size, num_hiddens), jnp.float32)
     return (h, h) if cell in PAIRED else h
 
@@ -186,6 +195,7 @@ class RNNLayer(nn.Module):
         initializers and dtype where it has those fields), run under `nn.scan`; or one
         of the recurrences trained in parallel over time, `mingru`, `minlstm`, `rglru`,
         `lru` (`linear_cells`; the LRU's state is the pair `(Re h, Im h)`), run by `scan`;
+        or xLSTM's `slstm` (`slstm`: exponential gating, heads, its state `(c, n, m, h)`);
         or a matrix-state recurrence, `mlstm`, `gla`, `mamba2`, `gated_deltanet`
         (`matrix_cells`: multi-head, its carry a tuple, see there), run in `form`.
       num_hiddens: H, the width of every layer (each direction).
@@ -208,7 +218,8 @@ class RNNLayer(nn.Module):
       scan: for the linear cells, `associative` (`jax.lax.associative_scan`),
         `sequential` (`jax.lax.scan`), `chunked` (`linear_scan.chunked_scan`) or `auto`
         (`linear_scan.resolve_scan`).
-      num_heads: the RG-LRU's gates' diagonal blocks; a matrix-state cell's heads.
+      num_heads: the RG-LRU's gates' diagonal blocks; the sLSTM's recurrent weights'
+        blocks; a matrix-state cell's heads.
       key_dim, value_dim: a matrix-state cell's key and value widths per head (0: H /
         num_heads).
       form: how a matrix-state cell runs over time: `recurrent` (step by step),
@@ -216,6 +227,8 @@ class RNNLayer(nn.Module):
         (`chunkwise.resolve_form`: recurrent for one step, parallel up to a chunk).
       chunk_size: the chunkwise form's chunk (0: the cell's measured default,
         `CHUNK_SIZES`); one longer than T runs as T.
+      negative_eigenvalues: gla, mamba2, gated_deltanet: the transition's eigenvalues in
+        [-1, 1] instead of [0, 1] (Grazzi et al. 2025; `matrix_cells`).
       remat: `none` or `block` (each layer of a parallel-in-time or matrix-state cell
         recomputed in the backward pass from its input); `RNNModel` also takes `chunk`.
       unroll: time steps per loop iteration of the compiled scan.
@@ -236,6 +249,7 @@ class RNNLayer(nn.Module):
     value_dim: int = 0
     form: str = "auto"
     chunk_size: int = 0
+    negative_eigenvalues: bool = False
     remat: str = "none"
     unroll: int = 1
     dtype: Any = jnp.float32
@@ -295,6 +309,9 @@ class RNNLayer(nn.Module):
         named = isinstance(self.cell, str)
         if named and self.cell not in NAMED_CELLS:
             raise ValueError(f"unknown cell {self.cell!r}; expected one of {NAMED_CELLS}")
+        if self.negative_eigenvalues and self.cell not in NEGATIVE_EIGENVALUE_CELLS:
+            raise ValueError(f"negative_eigenvalues: cell {self.cell!r} has no decay or delta "
+                             f"transition to extend; cells {NEGATIVE_EIGENVALUE_CELLS}")  # fmt: skip
         if inputs.ndim < 2:
             raise ValueError(f"RNNLayer: inputs of shape {inputs.shape} lack time and batch axes")
         x = inputs if self.time_major else jnp.swapaxes(inputs, 0, 1)
@@ -352,6 +369,15 @@ class RNNLayer(nn.Module):
         H = self.num_hiddens
         if self.cell in LINEAR_CELLS:
             return self._linear(name, carry, x, batch_size, inits, need_carries)
+        if self.cell == "slstm":
+            if carry is None:
+                carry = slstm_state((batch_size,), H)
+            kernel = {"kernel_init": inits["kernel_init"]} if "kernel_init" in inits else {}
+            layer_cls = nn.remat(SLSTMLayer) if self.remat == "block" else SLSTMLayer
+            layer = layer_cls(H, self.vocab_size, self.num_heads, unroll=self.unroll,
+                              dtype=self.dtype, name=name, **kernel)  # fmt: skip
+            carry, ys, carries = layer(carry, x)
+            return carry, ys, (carries if need_carries else None)
         impl = resolve_impl(self.impl, self.cell, self.dtype)
         if impl != "flax":
             if carry is None:
@@ -391,6 +417,7 @@ class RNNLayer(nn.Module):
         layer = layer_cls(
             self.cell, self.num_hiddens, self.vocab_size, form=self.form,
             chunk_size=self.chunk_size or CHUNK_SIZES[self.cell],
+            negative_eigenvalues=self.negative_eigenvalues,
             dtype=self.dtype, name=name, **heads, **kernel,
         )  # fmt: skip
         return layer(carry, x, mask)

@@ -23,6 +23,11 @@ every token to its queries, keys, values, gates and output gate; then
     log f = logsigmoid(W_f x + b_f) (sigmoid forget gate; `forget_gate="exp"`: W_f x + b_f)
     out = W_o (RMSNorm_per_head(h) * sigmoid(W_og x))     (xLSTM 7B's mLSTM layer)
 
+`negative_eigenvalues=True` (Grazzi et al. 2025) widens the transition's eigenvalues from
+[0, 1] to [-1, 1]: gla's and mamba2's decay a = exp(g) becomes 2 a - 1 (every form exact:
+`chunkwise.signed_decay`), gated_deltanet's b becomes 2 b, so I - b k k^T has eigenvalue
+1 - b in [-1, 1] along k.
+
 The carry: `(S [B, N, K, V], conv [B, 3, N (2K + V)])`; the mLSTM's `(C [B, N, K, V],
 n [B, N, K], m [B, N])`. The recurrences run in float32 whatever `dtype` (the matmuls'
 operands of the projections): the mLSTM's stabiliser needs it.
@@ -104,6 +109,7 @@ class MatrixLayer(nn.Module):
     form: str = "auto"
     chunk_size: int = 64
     forget_gate: str = "sigmoid"  # mlstm: sigmoid | exp
+    negative_eigenvalues: bool = False  # gla, mamba2, gated_deltanet: the range [-1, 1]
     kernel_init: Initializer = nn.initializers.lecun_normal()
     dtype: Any = jnp.float32
 
@@ -159,6 +165,12 @@ class MatrixLayer(nn.Module):
         N, K, V = self.widths()
         fn = RECURRENCES[self.cell]
         run = functools.partial(fn, form=self.form, chunk_size=self.chunk_size)
+        if self.negative_eigenvalues and self.cell not in NEGATIVE_EIGENVALUE_CELLS:
+            raise ValueError(f"negative_eigenvalues: cell {self.cell!r} has no decay or delta "
+                             f"transition to extend; cells {NEGATIVE_EIGENVALUE_CELLS}")  # fmt: skip
+        if self.negative_eigenvalues and self.cell in ("gla", "mamba2"):
+            run = functools.partial(_signed, run, floor=-chunkwise.GLA_MAX_LOG_DECAY
+                                    if self.cell == "gla" else chunkwise.NEGATIVE_LOG_FLOOR)  # fmt: skip
         if keep is not None:  # steps past the end: no input, decay 1
             k = jnp.where(keep[..., None], k, 0.0)
         if self.cell == "gla":
@@ -192,11 +204,23 @@ class MatrixLayer(nn.Module):
             o, S = run(q, k, v * dt[..., None], g, carry[0])
             return o + skip, S
         beta = _per_head(jax.nn.sigmoid(p["beta"]))
+        if self.negative_eigenvalues:  # I - b k k^T has the eigenvalue 1 - b in [-1, 1]
+            beta = 2.0 * beta
         if keep is not None:
             beta = jnp.where(keep, beta, 0.0)
         q = q * jax.lax.rsqrt(jnp.sum(q * q, -1, keepdims=True) + 1e-6) * K**-0.5
         k = k * jax.lax.rsqrt(jnp.sum(k * k, -1, keepdims=True) + 1e-6)
         return run(q, k, v, beta, g, carry[0])
+
+
+def _signed(run, q, k, v, g, S0, *, floor):
+    """`run` (linear attention) with the decay `exp(g)` replaced by `2 exp(g) - 1` in
+    (-1, 1] (`chunkwise.signed_decay`): the recurrence on `(sigma q, sigma k, log|a|)`, its
+    final state times the last `sigma`."""
+    log_abs, sigma = chunkwise.signed_decay(g, floor)
+    s = sigma if g.ndim == 4 else sigma[..., None]  # [B, N, T, K or 1]
+    o, S = run(q * s, k * s, v, log_abs, S0)
+    return o, s[:, :, -1, :, None] * S
 
 
 RECURRENCES = {
@@ -206,3 +230,5 @@ RECURRENCES = {
     "gated_deltanet": chunkwise.gated_delta,
 }
 MATRIX_CELLS = tuple(RECURRENCES)
+# Cells whose transition `negative_eigenvalues` extends to [-1, 1] (Grazzi et al. 2025).
+NEGATIVE_EIGENVALUE_CELLS = ("gla", "mamba2", "gated_deltanet")

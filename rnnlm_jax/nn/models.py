@@ -82,6 +82,7 @@ class RNNModel(nn.Module):
     value_dim: int = 0
     form: str = "auto"
     chunk_size: int = 0
+    negative_eigenvalues: bool = False
     remat: str = "none"
     unroll: int = 1
     dtype: Any = jnp.float32

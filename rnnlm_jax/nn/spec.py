@@ -18,7 +18,7 @@ class ModelSpec:
     """What a language model of `RNNModel` is.
 
     Attributes:
-      cell: `rnn`, `gru`, `lstm`, or a recurrence trained in parallel over time: `mingru`,
+      cell: `rnn`, `gru`, `lstm`, `slstm` (xLSTM's), or a recurrence trained in parallel over time: `mingru`,
         `minlstm`, `rglru`, `lru` (`linear_cells`), `mlstm`, `gla`, `mamba2`,
         `gated_deltanet` (`matrix_cells`).
       block: `stack` (the plain stack of recurrent layers: the book's), `residual`
@@ -39,6 +39,8 @@ class ModelSpec:
       key_dim, value_dim: a matrix-state cell's widths per head (0: H / num_heads).
       form: how a matrix-state cell runs over time: auto | recurrent | chunkwise | parallel.
       chunk_size: the chunkwise form's chunk (0: the cell's measured default).
+      negative_eigenvalues: gla, mamba2, gated_deltanet: the transition's eigenvalues in
+        [-1, 1] instead of [0, 1] (Grazzi et al. 2025).
       remat: none | block | chunk: what the backward pass recomputes to save memory.
       unroll: time steps per iteration of the compiled loop.
       dtype: the matmuls' operand dtype, `float32` or `bfloat16`.
@@ -64,6 +66,7 @@ class ModelSpec:
     value_dim: int = 0
     form: str = "auto"
     chunk_size: int = 0
+    negative_eigenvalues: bool = False
     remat: str = "none"
     unroll: int = 1
     dtype: str = "float32"
@@ -85,7 +88,7 @@ class ModelSpec:
 # The fields `RNNModel` hands to its `RNNLayer` as they are.
 LAYER_FIELDS = ("cell", "num_hiddens", "num_layers", "dropout", "initializer", "init_scale",
                 "impl", "scan", "num_heads", "key_dim", "value_dim", "form", "chunk_size",
-                "remat", "unroll", "dtype")  # fmt: skip
+                "negative_eigenvalues", "remat", "unroll", "dtype")  # fmt: skip
 # The fields that fix the parameters' shapes: a checkpoint cannot be restored into others.
 SHAPE_FIELDS = ("cell", "block", "mlp_expansion", "conv_width", "num_hiddens", "num_layers",
                 "num_heads", "key_dim", "value_dim", "embed_dim", "tie_embeddings")  # fmt: skip
