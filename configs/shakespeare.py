@@ -33,6 +33,12 @@ Variants (after `:`; several join with `,`):
             steps (just under 2 epochs), and each row's state reset with probability 0.1
             before a minibatch (`state_reset`), so it also learns to start from nothing, as
             nanoGPT's windows score it
+  gpt       nanoGPT's CPU recipe in this codebase (its README's command: 4 blocks of
+            LayerNorm, causal attention and an MLP, 4 heads of 32, learned positions, the
+            head tied to the embedding, windows of 64 drawn at random, batch 12, AdamW lr
+            1e-3 with 100 warmup steps and cosine to 1e-4, weight decay 0.1, beta2 0.99,
+            clip 1, 2,000 steps; nanoGPT's init): the same function as nanoGPT's `model.py`
+            for the same weights (tests/test_attention.py)
   smoke     seconds on a CPU, for tests (a slice of the text, a small model)
 The data: `tinyshakespeare.txt` under `$RNNLM_JAX_DATA_DIR` (or `~/.cache/rnnlm_jax/`),
 downloaded there if missing; `--config.data_file=input.txt` for a copy of your own.
@@ -55,7 +61,8 @@ NANOBEST_STEPS = 1900
 
 def get_config(arg=None):
     variants = [v for v in (arg or "best").split(",") if v]
-    unknown = set(variants) - {"best", "long", "nanotime", "nanobest", "smoke", "xlstm", *MODELS}
+    unknown = set(variants) - {"best", "long", "nanotime", "nanobest", "smoke", "xlstm", "gpt",
+                               *MODELS}
     if unknown:
         raise ValueError(f"unknown variant(s) {sorted(unknown)} of configs/shakespeare.py")
     config = fields.defaults()  # every field, so each can be set on the command line
@@ -111,6 +118,19 @@ def get_config(arg=None):
             config.cell = variant
         elif variant == "xlstm":
             config.cell, config.block = "mlstm", "xlstm"
+        elif variant == "gpt":  # nanoGPT's CPU recipe (README), train_shakespeare_char's rest
+            config.cell, config.block, config.positions = "attention", "gpt", "learned"
+            config.num_hiddens = config.embed_dim = 128
+            config.num_layers, config.num_heads = 4, 4
+            config.attention_window = config.num_steps = 64
+            config.tie_embeddings = True
+            config.initializer, config.init_scale = "normal", 0.02
+            config.batch_size = 12
+            config.partition = "random"  # random windows, each from a fresh state
+            config.max_tokens = -1
+            config.train_steps = 2000
+            config.weight_decay, config.beta2 = 0.1, 0.99
+            config.warmup_steps, config.final_lr_fraction, config.lr = 100, 0.1, 1e-3
         elif variant in ("long", "nanotime", "nanobest"):
             config.max_tokens = -1
             config.num_hiddens = 256

@@ -8,13 +8,13 @@ import ml_collections
 
 from rnnlm_jax.config import fields
 from rnnlm_jax.data import synthetic
-from rnnlm_jax.nn.blocks import check_conv_width
+from rnnlm_jax.nn.blocks import block_mixers
 from rnnlm_jax.nn.fast_layers import cuda_available, resolve_impl
 from rnnlm_jax.nn.layer import CHUNK_SIZES
 from rnnlm_jax.nn.linear_cells import LINEAR_CELLS
 from rnnlm_jax.nn.linear_scan import resolve_scan
 from rnnlm_jax.nn.matrix_cells import MATRIX_CELLS, NEGATIVE_EIGENVALUE_CELLS
-from rnnlm_jax.nn.models import RNNModel
+from rnnlm_jax.nn.models import RNNModel, check_model_fields
 from rnnlm_jax.nn.spec import DTYPES, ModelSpec  # noqa: F401
 from rnnlm_jax.nn.xlstm_block import xlstm_widths
 
@@ -128,23 +128,19 @@ def _check_model(config: ml_collections.ConfigDict) -> None:
         f"config.block={config.block!r} needs config.embed_dim 0 or config.num_hiddens (its "
         "blocks add to an embedding of width num_hiddens)",
     )
+    try:
+        check_model_fields(config)
+        mixers = block_mixers(config.cell, config.mixers, config.num_layers)
+    except ValueError as e:
+        raise ConfigError(f"config.{e}") from None
     _check(
         not config.negative_eigenvalues
-        or (config.cell in NEGATIVE_EIGENVALUE_CELLS and config.block != "xlstm"),
+        or (config.block != "xlstm" and set(mixers) & set(NEGATIVE_EIGENVALUE_CELLS)),
         f"config.negative_eigenvalues widens a decay or delta transition to [-1, 1]: cell "
         f"{config.cell!r} has none (cells {', '.join(NEGATIVE_EIGENVALUE_CELLS)})",
     )
-    try:
-        check_conv_width(config.conv_width, config.cell, config.block)
-    except ValueError as e:
-        raise ConfigError(f"config.{e}") from None
     matrix = config.cell in MATRIX_CELLS
     if config.block == "xlstm":
-        _check(
-            config.cell == "mlstm",
-            f"config.block='xlstm' is xLSTM's mLSTM block: it needs config.cell='mlstm', not "
-            f"{config.cell!r}",
-        )
         _check(
             not (config.key_dim or config.value_dim),
             "config.block='xlstm' sets its heads' widths (2 x num_hiddens / num_heads): leave "

@@ -141,13 +141,24 @@ LM: dict[str, Field] = {
     # Model.
     "cell": F(_SPEC["cell"], "str", "rnn | gru | lstm | slstm (xLSTM's), or trained in "
               "parallel over time: mingru | minlstm | rglru | lru, or with a matrix state: "
-              "mlstm | gla | mamba2 | gated_deltanet",
+              "mlstm | gla | mamba2 | gated_deltanet, or attention (causal softmax attention "
+              "over attention_window steps; residual or gpt blocks)",
               choices=("rnn", "gru", "lstm", "slstm", "mingru", "minlstm", "rglru", "lru",
-                       "mlstm", "gla", "mamba2", "gated_deltanet")),
+                       "mlstm", "gla", "mamba2", "gated_deltanet", "attention")),
     "block": F(_SPEC["block"], "str", "stack (plain stacked layers) | residual (pre-norm "
-               "residual blocks: the recurrence, then a gated MLP) | xlstm (xLSTM's mLSTM "
-               "blocks, cell mlstm: up-projection, conv, mLSTM, skip, gate; no MLP)",
-               choices=("stack", "residual", "xlstm")),
+               "residual blocks: the recurrence, then a gated MLP) | xlstm (xLSTM's blocks: "
+               "mlstm's up-projection, conv, mLSTM, skip, gate, no MLP; slstm's conv, sLSTM, "
+               "group norm, gated MLP) | gpt (nanoGPT's blocks, cell attention)",
+               choices=("stack", "residual", "xlstm", "gpt")),
+    "mixers": F(_SPEC["mixers"], "str", "hybrids: each residual block's mixer, a pattern "
+                "repeated over num_layers, e.g. 'gated_deltanet*2,attention' or, block xlstm, "
+                "'mlstm*7,slstm' ('': every block mixes with cell)"),
+    "attention_window": F(_SPEC["attention_window"], "int", "attention: the most recent steps "
+                          "each step attends to (their keys and values are the carried "
+                          "state)", 1, BIG),
+    "positions": F(_SPEC["positions"], "str", "attention's positions: rotary | learned "
+                   "(nanoGPT's, a table of attention_window rows; the first block must be "
+                   "attention) | none", choices=("rotary", "learned", "none")),
     "mlp_expansion": F(_SPEC["mlp_expansion"], "int", "block=residual: the gated MLP's width "
                        "in multiples of num_hiddens", 1, BIG),
     "conv_width": F(_SPEC["conv_width"], "int", "block=residual: a causal convolution of this "

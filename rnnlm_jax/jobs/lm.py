@@ -44,7 +44,8 @@ BATCH1_TEST_TOKENS = 1_000_000
 # Fields that fix the parameters' shapes or the vocab: a checkpoint cannot be resumed with
 # other values.
 MODEL_FIELDS = ("job", "cell", "block", "mlp_expansion", "conv_width", "negative_eigenvalues",
-                "num_hiddens", "num_layers", "num_heads", "token", "min_freq")  # fmt: skip
+                "mixers", "attention_window", "positions", "num_hiddens", "num_layers",
+                "num_heads", "token", "min_freq")  # fmt: skip
 
 
 def device_name() -> str:

@@ -25,9 +25,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rnnlm_jax.nn.attention import Attention, attention_state
 from rnnlm_jax.nn.conv import CONV_WIDTH, Conv1D, torch_conv_init  # noqa: F401 (blocks.Conv1D)
 from rnnlm_jax.nn.layer import CHUNK_SIZES, RNNLayer, zero_state
 from rnnlm_jax.nn.linear_cells import RGLRU
+from rnnlm_jax.nn.slstm import SLSTMBlock, slstm_block_state
 from rnnlm_jax.nn.xlstm_block import XLSTMRecurrence, xlstm_state
 
 
@@ -47,6 +49,23 @@ class GatedMLP(nn.Module):
 
         gate, up = jnp.split(dense(2 * self.expansion * H, "up")(x), 2, axis=-1)
         return dense(H, "down")(jax.nn.gelu(gate) * up)
+
+
+class GPTMLP(nn.Module):
+    """nanoGPT's MLP: `W_proj gelu(W_fc x)`, width 4H, exact GELU, no biases."""
+
+    kernel_init: Any = nn.initializers.lecun_normal()
+    out_init: Any = None
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        H = x.shape[-1]
+        h = nn.Dense(4 * H, use_bias=False, dtype=self.dtype, kernel_init=self.kernel_init,
+                     name="fc")(x)  # fmt: skip
+        return nn.Dense(H, use_bias=False, dtype=self.dtype, name="proj",
+                        kernel_init=self.out_init or self.kernel_init)(
+            jax.nn.gelu(h, approximate=False))  # fmt: skip
 
 
 class GriffinRecurrence(nn.Module):
@@ -74,23 +93,56 @@ class GriffinRecurrence(nn.Module):
 
 def block_state(
     cell: str, num_layers: int, batch_size: int, num_hiddens: int, block: str = "residual",
-    conv_width: int = 0, **heads,
+    conv_width: int = 0, attention_window: int = 256, **heads,
 ):  # fmt: skip
     """The zero state of `num_layers` residual blocks: the cell's `[L, B, H]` (a pair for
     the LSTM and the LRU); for `rglru`, `(h [L, B, H], conv [L, B, 3, H])`; for a
     matrix-state cell its carry (`heads`: `num_heads`, `key_dim`, `value_dim`); for
-    `block="xlstm"`, `xlstm_block.xlstm_state`. With `conv_width` w > 0: `(the cell's,
-    window [L, B, w - 1, H])`."""
+    `attention`, `attention.attention_state` (its window of keys and values); for
+    `block="xlstm"`, `xlstm_block.xlstm_state` (`slstm`: `slstm.slstm_block_state`). With
+    `conv_width` w > 0: `(the cell's, window [L, B, w - 1, H])`."""
 
     def window(width):
         return jnp.zeros((num_layers, batch_size, width - 1, num_hiddens), jnp.float32)
 
+    prefix = (num_layers, batch_size)
+    if block == "xlstm" and cell == "slstm":
+        return slstm_block_state(prefix, num_hiddens)
     if block == "xlstm":
-        return xlstm_state((num_layers, batch_size), num_hiddens, heads.get("num_heads", 1))
+        return xlstm_state(prefix, num_hiddens, heads.get("num_heads", 1))
+    if cell == "attention":
+        state = attention_state(prefix, num_hiddens, heads.get("num_heads", 1), attention_window)
+        return (state, window(conv_width)) if conv_width else state
     if cell == "rglru":
         return zero_state(cell, num_layers, batch_size, num_hiddens), window(CONV_WIDTH)
     state = zero_state(cell, num_layers, batch_size, num_hiddens, **heads)
     return (state, window(conv_width)) if conv_width else state
+
+
+MIXERS = ("attention", "rnn", "gru", "lstm", "slstm", "mingru", "minlstm", "rglru", "lru",
+          "mlstm", "gla", "mamba2", "gated_deltanet")  # what a residual block may mix with
+
+
+def block_mixers(cell: str, mixers: str, num_layers: int) -> tuple[str, ...]:
+    """Each block's mixer: `cell` for every block, or the pattern `mixers` ("gla,attention",
+    "mlstm*7,slstm": `name*k` repeats a name k times) repeated over the `num_layers` blocks
+    (the last repeat cut short)."""
+    if not mixers:
+        return (cell,) * num_layers
+    pattern = []
+    for entry in (e.strip() for e in mixers.split(",")):
+        name, _, times = entry.partition("*")
+        if name not in MIXERS:
+            raise ValueError(f"mixers={mixers!r} names {name!r}, not a mixer; expected some of "
+                             f"{MIXERS} (name*k repeats one)")  # fmt: skip
+        if times and not (times.isdigit() and int(times) >= 1):
+            raise ValueError(f"mixers={mixers!r}: {entry!r} repeats a mixer {times!r} times; "
+                             "expected name*k with k >= 1")  # fmt: skip
+        pattern += [name] * (int(times) if times else 1)
+    if len(pattern) > num_layers:
+        raise ValueError(f"mixers={mixers!r} names {len(pattern)} blocks' mixers but "
+                         f"num_layers={num_layers}: raise num_layers or shorten the pattern")  # fmt: skip
+    return tuple(pattern[i % len(pattern)] for i in range(num_layers))
 
 
 # The cells whose own layer or block convolves its input already: no `conv_width` for them.
@@ -112,8 +164,14 @@ def check_conv_width(conv_width: int, cell: str, block: str) -> None:
 class ResidualBlock(nn.Module):
     """One residual block (see the module docstring): `(x [T, B, H], state) -> (x, state)`
     with the state of one layer (`block_state` without its leading axis). `kind="xlstm"`:
-    xLSTM's mLSTM block instead (`xlstm_block`; cell mlstm, no MLP). `conv_width` > 0:
-    the recurrence's input convolved and added to itself (module docstring)."""
+    xLSTM's mLSTM block instead (`xlstm_block`; cell mlstm, no MLP), or with cell `slstm`
+    xLSTM's sLSTM block (`slstm.SLSTMBlock`). `kind="gpt"`: nanoGPT's block (LayerNorm,
+    attention, LayerNorm, an MLP of width 4H with exact GELU, no biases). `conv_width` > 0:
+    the recurrence's input convolved and added to itself (module docstring). Cell
+    `attention`: causal softmax attention over a window of `attention_window` steps
+    (`attention.Attention`; `positions` rotary or none) in the recurrence's place;
+    `learned_positions` > 0 (nanoGPT's, the first block only): a table of that many learned
+    position embeddings added to the stream first, at the steps the state has counted."""
 
     cell: str
     mlp_expansion: int = 3
@@ -121,14 +179,28 @@ class ResidualBlock(nn.Module):
     layer: dict | None = None  # RNNLayer's fields (initializer, impl, scan, num_heads, ...)
     kernel_init: Any = nn.initializers.lecun_normal()
     dtype: Any = jnp.float32
-    kind: str = "residual"  # or "xlstm"
+    kind: str = "residual"  # or "xlstm", "gpt"
     conv_width: int = 0
+    attention_window: int = 256
+    positions: str = "rotary"
+    learned_positions: int = 0
+    out_init: Any = None  # attention's and the gpt MLP's output projections (None: kernel_init)
 
     @nn.compact
     def __call__(self, x, state, deterministic: bool = True):
         H = x.shape[-1]
         layer = dict(self.layer or {})
         drop = nn.Dropout(self.dropout)
+        if self.learned_positions:
+            position = (state[0] if self.conv_width else state)[3]  # the attention's count
+            wpe = self.param("wpe", self.kernel_init, (self.learned_positions, H), jnp.float32)
+            steps = jnp.minimum(position[None, :] + jnp.arange(x.shape[0])[:, None],
+                                self.learned_positions - 1)  # fmt: skip
+            x = x + wpe[steps]
+        if self.kind == "xlstm" and self.cell == "slstm":
+            # its two residual branches inside it, without dropout
+            return SLSTMBlock(layer.get("num_heads", 1), self.kernel_init, layer.get("unroll", 1),
+                              self.dtype, name="slstm_block")(x, state)  # fmt: skip
         if self.kind == "xlstm":
             h = nn.LayerNorm(epsilon=1e-5, use_bias=False, name="norm")(x)  # xLSTM's
             h, state = XLSTMRecurrence(
@@ -137,13 +209,21 @@ class ResidualBlock(nn.Module):
                 name="recurrence",
             )(state, h)  # fmt: skip
             return x + drop(h, deterministic=deterministic), state
-        h = nn.RMSNorm(name="temporal_norm")(x)
+        gpt = self.kind == "gpt"
+        norm = (lambda name: nn.LayerNorm(epsilon=1e-5, use_bias=False, name=name)) if gpt else (
+            lambda name: nn.RMSNorm(name=name))  # fmt: skip
+        h = norm("temporal_norm")(x)
         if self.conv_width:
             check_conv_width(self.conv_width, self.cell, self.kind)
             state, window = state
             c, window = Conv1D(self.conv_width, torch_conv_init, name="conv_1d")(window, h)
             h = h + c
-        if self.cell == "rglru":
+        if self.cell == "attention":
+            h, state = Attention(
+                layer.get("num_heads", 1), self.attention_window, self.positions,
+                self.kernel_init, self.out_init, self.dtype, name="attention",
+            )(state, h)  # fmt: skip
+        elif self.cell == "rglru":
             h, state = GriffinRecurrence(
                 layer.get("num_heads", 1), self.kernel_init, layer.get("scan", "auto"),
                 layer.get("unroll", 1), self.dtype, name="recurrence",
@@ -156,7 +236,10 @@ class ResidualBlock(nn.Module):
         if self.conv_width:
             state = (state, window)
         x = x + drop(h, deterministic=deterministic)
-        m = GatedMLP(self.mlp_expansion, self.kernel_init, self.dtype, name="mlp")(
-            nn.RMSNorm(name="mlp_norm")(x)
-        )
+        if gpt:
+            m = GPTMLP(self.kernel_init, self.out_init, self.dtype, name="mlp")(norm("mlp_norm")(x))
+        else:
+            m = GatedMLP(self.mlp_expansion, self.kernel_init, self.dtype, name="mlp")(
+                norm("mlp_norm")(x)
+            )
         return x + drop(m, deterministic=deterministic), state

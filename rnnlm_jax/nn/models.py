@@ -15,13 +15,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rnnlm_jax.nn.blocks import ResidualBlock, block_state, check_conv_width
+from rnnlm_jax.nn.blocks import ResidualBlock, block_mixers, block_state, check_conv_width
 from rnnlm_jax.nn.head import Dense
 from rnnlm_jax.nn.initializers import INITS, head_initializers, initializers  # noqa: F401
 from rnnlm_jax.nn.layer import CELLS, RNNLayer, State, translate_deprecated, zero_state  # noqa: F401
 from rnnlm_jax.nn.spec import LAYER_FIELDS, ModelSpec
 
-BLOCKS = ("stack", "residual", "xlstm")
+BLOCKS = ("stack", "residual", "xlstm", "gpt")
+POSITIONS = ("rotary", "learned", "none")
 
 REMAT_STEPS = 512  # remat="chunk": the segments of time each block is recomputed over
 
@@ -41,6 +42,15 @@ class RNNModel(nn.Module):
       dropout: dropout between stacked layers (`RNNLayer`'s).
       output_dropout: dropout on the last layer's outputs, before the head.
       tie_embeddings: the head's kernel is the embedding transposed (needs E == H).
+      mixers: blocks of several kinds (hybrids): a pattern of mixers repeated over the
+        `num_layers` blocks, e.g. `gated_deltanet*2,attention` or, in xLSTM's blocks,
+        `mlstm*7,slstm` (`blocks.block_mixers`); empty: every block mixes with `cell`.
+        Blocks of several kinds keep their states as a tuple, one `[1, B, ...]` tree each.
+      attention_window: cell or mixer `attention`: the W most recent steps each step
+        attends to, whose keys and values the state carries (`attention`).
+      positions: attention's positions: `rotary` (in every attention block), `learned`
+        (nanoGPT's: a table of `attention_window` rows added to the first block's input, at
+        the steps the state has counted; the first block must be attention) or `none`.
       block: `stack`, the tokens feed `RNNLayer`'s stack (the book's); `residual`, an
         embedding of width H (E must be 0 or H) feeds `num_layers` residual blocks
         (`blocks.ResidualBlock`: RMSNorm, the recurrence, RMSNorm, a gated MLP of width
@@ -49,7 +59,10 @@ class RNNModel(nn.Module):
         to each recurrence's input (`blocks`; not for cells with their own); `xlstm` (cell
         `mlstm`), the same with xLSTM's mLSTM blocks (`xlstm_block`: LayerNorm,
         up-projection, convolution, mLSTM, skip, gate, down-projection, no MLP; `num_heads`
-        of the inner width 2H).
+        of the inner width 2H), and with cell (or mixer) `slstm` xLSTM's sLSTM blocks
+        (`slstm.SLSTMBlock`); `gpt` (cell `attention`), nanoGPT's blocks (LayerNorm,
+        attention, LayerNorm, MLP of width 4H, no biases), a last LayerNorm, and the head
+        tied to the embedding without a bias (set `tie_embeddings`).
       impl: as `RNNLayer`; with any but `flax` the Dense head is `rnnlm_jax.nn.head`'s (the
         same parameters, float32 logits, its matmuls' operands in `dtype`); `flax`: flax's
         own layers throughout.
@@ -70,6 +83,9 @@ class RNNModel(nn.Module):
     block: str = "stack"
     mlp_expansion: int = 3
     conv_width: int = 0
+    mixers: str = ""
+    attention_window: int = 256
+    positions: str = "rotary"
     num_hiddens: int = 256
     num_layers: int = 1
     initializer: str = "normal"
@@ -104,10 +120,7 @@ class RNNModel(nn.Module):
         E, H = self.embed_dim, self.num_hiddens
         if self.block not in BLOCKS:
             raise ValueError(f"unknown block {self.block!r}; expected one of {BLOCKS}")
-        if self.block == "xlstm" and self.cell != "mlstm":
-            raise ValueError(f"block='xlstm' is xLSTM's mLSTM block: it needs cell 'mlstm', "
-                             f"not {self.cell!r}")  # fmt: skip
-        check_conv_width(self.conv_width, self.cell, self.block)
+        check_model_fields(self)
         if self.block != "stack":
             if E not in (0, H):
                 raise ValueError(f"block={self.block!r} needs embed_dim 0 or num_hiddens ({E} "
@@ -134,9 +147,13 @@ class RNNModel(nn.Module):
             kernel = inits.get("kernel_init", nn.initializers.lecun_normal())
             remat = self.remat == "block"  # chunk: `_by_segments` recomputes them
             block_cls = nn.remat(ResidualBlock, static_argnums=(3,)) if remat else ResidualBlock
+            learned = self.positions == "learned"
+            out_init = None
+            if self.block == "gpt" and self.initializer == "normal":  # nanoGPT's c_proj init
+                out_init = nn.initializers.normal(self.init_scale / (2 * self.num_layers) ** 0.5)
             self.blocks = [
                 block_cls(
-                    self.cell,
+                    mixer,
                     self.mlp_expansion,
                     self.dropout,
                     inner,
@@ -144,17 +161,26 @@ class RNNModel(nn.Module):
                     self.dtype,
                     self.block,
                     self.conv_width,
+                    self.attention_window,
+                    "none" if learned else self.positions,
+                    self.attention_window if learned and i == 0 else 0,
+                    out_init,
                     name=f"block_{i}",
                 )  # fmt: skip
-                for i in range(self.num_layers)
+                for i, mixer in enumerate(self.block_mixers())
             ]
-            self.final_norm = nn.RMSNorm()
+            if self.block == "gpt":
+                self.final_norm = nn.LayerNorm(epsilon=1e-5, use_bias=False)
+            else:
+                self.final_norm = nn.RMSNorm()
         else:
             if self.remat == "chunk":  # `_by_segments` recomputes the stack
                 layer["remat"] = "none"
             self.rnn = RNNLayer(vocab_size=self.vocab_size, **layer)
         head = head_initializers(self.initializer, self.init_scale, self.num_hiddens)
-        if self.tie_embeddings:
+        if self.tie_embeddings and self.block == "gpt":
+            pass  # nanoGPT's lm_head: the embedding, no bias
+        elif self.tie_embeddings:
             self.head_bias = self.param(
                 "head_bias",
                 head.get("bias_init", nn.initializers.zeros_init()),  # flax's: zeros
@@ -192,7 +218,9 @@ class RNNModel(nn.Module):
             outputs = self.final_norm(outputs)
         outputs = self.output_drop(outputs, deterministic=deterministic)
         outputs = outputs.reshape(-1, outputs.shape[-1])
-        if self.tie_embeddings:
+        if self.tie_embeddings and self.block == "gpt":
+            logits = self.embed.attend(outputs)
+        elif self.tie_embeddings:
             logits = self.embed.attend(outputs) + self.head_bias
         else:
             logits = self.dense(outputs)
@@ -228,11 +256,26 @@ class RNNModel(nn.Module):
         last norm not yet applied)."""
         if self.block == "stack":
             return self.rnn(x, state, deterministic)
+        mixed = self.is_mixed()
         finals = []
         for i, block in enumerate(self.blocks):
-            x, final = block(x, jax.tree.map(lambda s, i=i: s[i], state), deterministic)
+            block_state_ = state[i] if mixed else state
+            pick = 0 if mixed else i
+            x, final = block(x, jax.tree.map(lambda s, j=pick: s[j], block_state_), deterministic)
             finals.append(final)
+        if mixed:
+            return x, tuple(jax.tree.map(lambda s: s[None], f) for f in finals)
         return x, jax.tree.map(lambda *s: jnp.stack(s), *finals)
+
+    @nn.nowrap
+    def block_mixers(self) -> tuple[str, ...]:
+        """Each block's mixer (`blocks.block_mixers`)."""
+        return block_mixers(self.cell, self.mixers, self.num_layers)
+
+    @nn.nowrap
+    def is_mixed(self) -> bool:
+        """Whether the blocks are of several kinds (their states then a tuple, one each)."""
+        return self.block != "stack" and len(set(self.block_mixers())) > 1
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, vocab_size: int) -> RNNModel:
@@ -245,6 +288,40 @@ class RNNModel(nn.Module):
         heads = {"num_heads": self.num_heads, "key_dim": self.key_dim,
                  "value_dim": self.value_dim}  # fmt: skip
         if self.block != "stack":
-            return block_state(self.cell, self.num_layers, batch_size, self.num_hiddens,
-                               self.block, self.conv_width, **heads)  # fmt: skip
+            args = (batch_size, self.num_hiddens, self.block, self.conv_width,
+                    self.attention_window)  # fmt: skip
+            mixers = self.block_mixers()
+            if self.is_mixed():
+                return tuple(block_state(m, 1, *args, **heads) for m in mixers)
+            return block_state(mixers[0], self.num_layers, *args, **heads)
         return zero_state(self.cell, self.num_layers, batch_size, self.num_hiddens, **heads)
+
+
+def check_model_fields(model) -> None:
+    """ValueError (one line) for fields of an `RNNModel` (or a config) that do not fit
+    together: the blocks, their mixers, positions and convolution."""
+    cell, block = model.cell, model.block
+    if block not in BLOCKS:
+        raise ValueError(f"unknown block {block!r}; expected one of {BLOCKS}")
+    if model.positions not in POSITIONS:
+        raise ValueError(f"positions={model.positions!r}; expected one of {POSITIONS}")
+    if block == "stack" and model.mixers:
+        raise ValueError(f"mixers={model.mixers!r} picks the mixer of each residual block: it "
+                         "needs block 'residual' or 'xlstm', not 'stack'")  # fmt: skip
+    if block == "stack" and cell == "attention":
+        raise ValueError("cell 'attention' mixes tokens in residual blocks: it needs block "
+                         "'residual' or 'gpt', not 'stack'")  # fmt: skip
+    mixers = block_mixers(cell, model.mixers, model.num_layers)
+    allowed = {"xlstm": ("mlstm", "slstm"), "gpt": ("attention",)}.get(block)
+    for mixer in dict.fromkeys(mixers):
+        if allowed and mixer not in allowed:
+            what = "xLSTM's mLSTM and sLSTM blocks" if block == "xlstm" else "nanoGPT's blocks"
+            raise ValueError(f"block={block!r} builds {what}: its mixers are {allowed}, not "
+                             f"{mixer!r}")  # fmt: skip
+        check_conv_width(model.conv_width, mixer, block)
+    if model.positions == "learned" and block != "stack" and mixers[0] != "attention":
+        raise ValueError("positions='learned' adds nanoGPT's position table to the first "
+                         f"block, which must be attention, not {mixers[0]!r}")  # fmt: skip
+    if model.attention_window < 1 and "attention" in mixers:
+        raise ValueError(f"attention_window={model.attention_window}: attention needs a "
+                         "window of at least 1 step")  # fmt: skip

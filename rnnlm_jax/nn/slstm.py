@@ -25,6 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rnnlm_jax.nn.conv import CONV_WIDTH, Conv1D, torch_conv_init
 from rnnlm_jax.nn.fast_layers import project_inputs
 from rnnlm_jax.nn.recurrences import matmul
 
@@ -89,7 +90,9 @@ class SLSTMLayer(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, carry, x):
+    def __call__(self, carry, x, gate_inputs=None):
+        """`gate_inputs` (xLSTM's sLSTM block: its convolved input, `[T, B, D]`): what the
+        input and forget gates read instead of `x`."""
         H, N = self.features, self.num_heads
         if N < 1 or H % N:
             raise ValueError(f"num_heads={N} must divide num_hiddens={H} (sLSTM heads)")
@@ -103,6 +106,9 @@ class SLSTMLayer(nn.Module):
                        jnp.float32)  # fmt: skip
         T, B = x.shape[:2]
         wx = project_inputs(x, W, b.reshape(-1), self.dtype).reshape(T, B, GATES, H)
+        if gate_inputs is not None:  # i and f from the convolved input
+            wif = project_inputs(gate_inputs, W[:, : 2 * H], b[:2].reshape(-1), self.dtype)
+            wx = jnp.concatenate([wif.reshape(T, B, 2, H), wx[:, :, 2:]], axis=2)
 
         def step(carry, wx_t):
             h = carry[3].reshape(B, N, 1, d)
@@ -113,3 +119,52 @@ class SLSTMLayer(nn.Module):
 
         carry, carries = jax.lax.scan(step, carry, wx, unroll=self.unroll)
         return carry, carries[3], carries
+
+
+FFN_FACTOR = 1.3  # xLSTM's feed-forward width, in multiples of H, rounded up to
+FFN_MULTIPLE = 64  # a multiple of this
+
+
+def ffn_width(H: int) -> int:
+    """xLSTM's gated feed-forward width at width H: 1.3 H rounded up to a multiple of 64."""
+    return -(-int(FFN_FACTOR * H) // FFN_MULTIPLE) * FFN_MULTIPLE
+
+
+def slstm_block_state(prefix: tuple, H: int):
+    """The sLSTM block's zero state: the cell's `(c, n, m, h)` and the convolution's window
+    `prefix + [3, H]`."""
+    return slstm_state(prefix, H), jnp.zeros(prefix + (CONV_WIDTH - 1, H), jnp.float32)
+
+
+class SLSTMBlock(nn.Module):
+    """xLSTM's sLSTM block (Beck et al. 2024, the "post up-projection" block), `(x [T, B, H],
+    state) -> (x, state)`:
+
+      u = LayerNorm(x);  c = SiLU(Conv1D_4(u))           (its window carried)
+      h = sLSTM(u; the input and forget gates read c)    (N heads)
+      x = x + GroupNorm_per_head(h)
+      x = x + W_down (gelu(W_gate v) * W_up v),  v = LayerNorm(x)   (width `ffn_width(H)`)
+
+    Deviation: the gates' input projections are dense, where xLSTM's are block-diagonal per
+    head (`LinearHeadwiseExpand`)."""
+
+    num_heads: int = 4
+    kernel_init: Any = nn.initializers.lecun_normal()
+    unroll: int = 1
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, state):
+        H, N = x.shape[-1], self.num_heads
+        cell_state, window = state
+        u = nn.LayerNorm(epsilon=1e-5, use_bias=False, name="norm")(x)
+        c, window = Conv1D(CONV_WIDTH, torch_conv_init, name="conv_1d")(window, u)
+        layer = SLSTMLayer(H, None, N, self.kernel_init, self.unroll, self.dtype, name="slstm")
+        cell_state, h, _ = layer(cell_state, u, jax.nn.silu(c))
+        h = nn.GroupNorm(N, epsilon=1e-5, use_bias=False, reduction_axes=-1, name="group_norm")(h)
+        x = x + h
+        v = nn.LayerNorm(epsilon=1e-5, use_bias=False, name="ffn_norm")(x)
+        dense = lambda n, name: nn.Dense(n, use_bias=False, dtype=self.dtype,  # noqa: E731
+                                         kernel_init=self.kernel_init, name=name)  # fmt: skip
+        gate, up = jnp.split(dense(2 * ffn_width(H), "up")(v), 2, axis=-1)
+        return x + dense(H, "down")(jax.nn.gelu(gate) * up), (cell_state, window)

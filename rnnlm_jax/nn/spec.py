@@ -27,6 +27,10 @@ class ModelSpec:
       mlp_expansion: the residual blocks' MLP width, in multiples of H.
       conv_width: w > 0, a causal convolution of width w added to each residual block's
         recurrence input (`blocks`); 0, none.
+      mixers: a pattern of each residual block's mixer (hybrids; `blocks.block_mixers`);
+        empty: every block mixes with `cell`.
+      attention_window: attention's window of steps, carried as its state.
+      positions: attention's positions: rotary | learned (nanoGPT's) | none.
       num_hiddens, num_layers: H and L of the recurrent stack.
       initializer, init_scale: how the weights are drawn (`nn.initializers`).
       dropout: between stacked layers; embed_dropout, output_dropout: on the embedding's
@@ -50,6 +54,9 @@ class ModelSpec:
     block: str = "stack"
     mlp_expansion: int = 3
     conv_width: int = 0
+    mixers: str = ""
+    attention_window: int = 256
+    positions: str = "rotary"
     num_hiddens: int = 256
     num_layers: int = 1
     initializer: str = "normal"
@@ -90,5 +97,6 @@ LAYER_FIELDS = ("cell", "num_hiddens", "num_layers", "dropout", "initializer", "
                 "impl", "scan", "num_heads", "key_dim", "value_dim", "form", "chunk_size",
                 "negative_eigenvalues", "remat", "unroll", "dtype")  # fmt: skip
 # The fields that fix the parameters' shapes: a checkpoint cannot be restored into others.
-SHAPE_FIELDS = ("cell", "block", "mlp_expansion", "conv_width", "num_hiddens", "num_layers",
+SHAPE_FIELDS = ("cell", "block", "mlp_expansion", "conv_width", "mixers", "positions",
+                "attention_window", "num_hiddens", "num_layers",
                 "num_heads", "key_dim", "value_dim", "embed_dim", "tie_embeddings")  # fmt: skip
