@@ -8,7 +8,8 @@ The package is in layers, each importing only from the ones before it:
     config    every job's table of config fields, the checks that tie them together
     train     the step (train_step, train_chunk), the one run loop, checkpoints, metrics
     infer     generation, scoring, loading a trained model from its workdir
-    jobs      what the loop trains: the language model, population mode, exercise 3
+    jobs      what the loop trains: the language model, population mode, exercise 3,
+              state-tracking and recall tasks
     run       the command line, sweeps
 
 The names below load their module on first use, so `import rnnlm_jax` (or
@@ -59,7 +60,7 @@ if TYPE_CHECKING:  # what a type checker sees of the names loaded on first use
 
 _compat.install()  # the module paths of the previous release, deprecated
 __all__ = sorted(_EXPORTS)
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 
 def __getattr__(name: str):

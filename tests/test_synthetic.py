@@ -124,6 +124,8 @@ def test_a_smoke_run_trains_reports_and_resumes(tmp_path):
     again = run_main(f"{CONFIG}:s3,mingru,smoke", f"--workdir={tmp_path}")
     assert again.returncode == 0, again.stderr
     assert json.loads((tmp_path / "synthetic_results.json").read_text())["test"] == results["test"]
+    other = run_main(f"{CONFIG}:parity,mingru,smoke", f"--workdir={tmp_path}")
+    assert_one_error(other, 2, "task 's3' (checkpoint) vs 'parity'")
 
 
 @pytest.mark.parametrize("args, words", [

@@ -31,11 +31,12 @@ import ml_collections
 import numpy as np
 import optax
 
-from rnnlm_jax.config.checks import validate
+from rnnlm_jax.config.checks import ConfigError, validate
+from rnnlm_jax.config.fields import fill_defaults
 from rnnlm_jax.data import synthetic
 from rnnlm_jax.files import write_json_atomic, write_text_atomic
 from rnnlm_jax.nn.models import RNNModel
-from rnnlm_jax.nn.spec import ModelSpec
+from rnnlm_jax.nn.spec import SHAPE_FIELDS, ModelSpec
 from rnnlm_jax.train import checkpoints, loop
 from rnnlm_jax.train.step import config_optimizer
 
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 RESULTS_FILE = "synthetic_results.json"
 EVAL_BATCH = 256  # sequences per compiled evaluation call
 TRAIN, IID, TEST = 1, 2, 3  # the streams of random numbers each set is drawn from
+# Fields a checkpoint cannot be resumed with other values of: the task's and the model's.
+FIXED_FIELDS = ("job", "task", "modulus", "num_kv_pairs", "mqar_vocab_size", *SHAPE_FIELDS,
+                "negative_eigenvalues", "optimizer")  # fmt: skip
 
 
 def task_from_config(config: ml_collections.ConfigDict) -> synthetic.Task:
@@ -107,6 +111,10 @@ class SyntheticJob(loop.Job):
             self.sets["test"] = evaluation_set(self.task, c, TEST)
         self._step = jax.jit(self._train_step, donate_argnums=0)
         self._eval = jax.jit(self._predict)
+        shapes = jax.eval_shape(self.model.init, jax.random.key(0),
+                                jnp.zeros((1, self.width), jnp.int32), self.model.begin_state(1))  # fmt: skip
+        params = sum(x.size for x in jax.tree.leaves(shapes))
+        self.flops_per_step = 6.0 * params * c.batch_size * self.width  # chunks of ~1e11 FLOPs
 
     def _logits(self, params, inputs):
         """`[B, T, C]` logits over the task's classes."""
@@ -140,6 +148,19 @@ class SyntheticJob(loop.Job):
 
     def abstract_state(self):
         return jax.eval_shape(self.init_state)
+
+    def check_resume(self, workdir: Path, saved: ml_collections.ConfigDict) -> dict:
+        saved = fill_defaults(saved)
+        differ = {k: (saved.get(k), self.config.get(k))
+                  for k in sorted(set(saved.keys()) | set(self.config.keys()))
+                  if saved.get(k) != self.config.get(k)}  # fmt: skip
+        bad = [k for k in FIXED_FIELDS if k in differ]
+        if bad:
+            details = ", ".join(f"{k} {differ[k][0]!r} (checkpoint) vs {differ[k][1]!r}"
+                                for k in bad)  # fmt: skip
+            raise ConfigError(f"the workdir's checkpoint was made with another task or model: "
+                              f"{details}; use another --workdir or the checkpoint's values")  # fmt: skip
+        return differ
 
     def write_files(self, workdir: Path) -> None:
         write_json_atomic(workdir / checkpoints.CONFIG_FILE, self.config.to_dict())
