@@ -1,7 +1,8 @@
 r"""Writes nanoGPT's own logits for `configs/shakespeare.py:gpt`'s model (needs torch and a
 copy of nanoGPT, not JAX): the test `tests/test_attention.py` loads its weights into ours.
 
-    python benchmarks/nanogpt_parity.py --nanogpt=PATH/TO/nanoGPT   # -> tests/data/nanogpt_parity.npz
+    python benchmarks/nanogpt_parity.py --nanogpt=PATH/TO/nanoGPT
+    # -> tests/data/nanogpt_parity.npz
 
 nanoGPT's `model.py` (karpathy/nanoGPT, imported from the path given, not copied) builds a
 GPT as its CPU recipe's (`bias=False`, `dropout=0`; LayerNorm, causal attention, MLP of

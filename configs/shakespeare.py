@@ -62,7 +62,7 @@ NANOBEST_STEPS = 1900
 def get_config(arg=None):
     variants = [v for v in (arg or "best").split(",") if v]
     unknown = set(variants) - {"best", "long", "nanotime", "nanobest", "smoke", "xlstm", "gpt",
-                               *MODELS}
+                               *MODELS}  # fmt: skip
     if unknown:
         raise ValueError(f"unknown variant(s) {sorted(unknown)} of configs/shakespeare.py")
     config = fields.defaults()  # every field, so each can be set on the command line

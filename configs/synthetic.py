@@ -26,8 +26,8 @@ from rnnlm_jax.config import fields
 from rnnlm_jax.data.synthetic import TASKS
 
 CLASSIC = ("lstm", "gru", "rnn")
-CELLS = ("lstm", "gru", "rnn", "slstm", "mingru", "minlstm", "rglru", "lru", "mlstm", "gla", "mamba2",
-         "gated_deltanet")  # fmt: skip
+CELLS = ("lstm", "gru", "rnn", "slstm", "mingru", "minlstm", "rglru", "lru", "mlstm", "gla",
+         "mamba2", "gated_deltanet", "attention")  # fmt: skip
 
 
 def get_config(arg=None):
@@ -36,7 +36,7 @@ def get_config(arg=None):
     if unknown:
         raise ValueError(f"unknown variant(s) {sorted(unknown)} of configs/synthetic.py; "
                          f"expected a task {TASKS}, a cell {CELLS} or smoke")  # fmt: skip
-    config = fields.defaults("synthetic")  # every field, so each can be set on the command line
+    config = fields.defaults("synthetic")  # every field: each can be set on the command line
     tasks = [v for v in variants if v in TASKS]
     if len(tasks) > 1:
         raise ValueError(f"configs/synthetic.py: one task at a time, not {tasks}")

@@ -216,6 +216,13 @@ def _check_sine(config: ml_collections.ConfigDict) -> None:
 def resolved_impl(config: ml_collections.ConfigDict) -> str:
     """What runs the recurrence of `config`'s model on this machine, as the run's first
     lines say: e.g. `fast (auto, cpu)`."""
+    if config.cell == "attention" or config.get("mixers"):
+        mixers = block_mixers(config.cell, config.mixers, config.num_layers)
+        names = ", ".join(dict.fromkeys(mixers))
+        window = ""
+        if "attention" in mixers:
+            window = f", attention over {config.attention_window} steps"
+        return f"{config.block} blocks of {names}{window} ({jax.default_backend()})"
     if config.cell in MATRIX_CELLS:
         chunk = config.chunk_size or CHUNK_SIZES[config.cell]
         how = f"{config.form} form" + (f", chunks of {chunk}" if config.form != "recurrent" else "")

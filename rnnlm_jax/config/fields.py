@@ -254,6 +254,7 @@ SINE: dict[str, Field] = {
     "k_steps": F((1, 4, 16, 64), "ints", "the k-step-ahead predictions judged"),
 }
 
+
 def _slice(first: str, last: str) -> dict[str, Field]:
     """The LM table's fields from `first` to `last`, in order."""
     names = list(LM)

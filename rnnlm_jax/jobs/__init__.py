@@ -1,6 +1,8 @@
 """The jobs the run loop trains (`rnnlm_jax.train.loop`), one per value of `config.job`: the
 language model (`lm`), the sweep's trials at once (`population`) and exercise 3's sine
-regressor (`sine`) and the state-tracking and recall tasks (`synthetic`). A job of your own subclasses `loop.Job` the same way."""
+regressor (`sine`)
+and the state-tracking and recall tasks (`synthetic`). A job of your own subclasses
+`loop.Job` the same way."""
 
 import importlib
 

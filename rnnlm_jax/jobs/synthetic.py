@@ -111,8 +111,12 @@ class SyntheticJob(loop.Job):
             self.sets["test"] = evaluation_set(self.task, c, TEST)
         self._step = jax.jit(self._train_step, donate_argnums=0)
         self._eval = jax.jit(self._predict)
-        shapes = jax.eval_shape(self.model.init, jax.random.key(0),
-                                jnp.zeros((1, self.width), jnp.int32), self.model.begin_state(1))  # fmt: skip
+        shapes = jax.eval_shape(
+            self.model.init,
+            jax.random.key(0),
+            jnp.zeros((1, self.width), jnp.int32),
+            self.model.begin_state(1),
+        )
         params = sum(x.size for x in jax.tree.leaves(shapes))
         self.flops_per_step = 6.0 * params * c.batch_size * self.width  # chunks of ~1e11 FLOPs
 
@@ -158,8 +162,10 @@ class SyntheticJob(loop.Job):
         if bad:
             details = ", ".join(f"{k} {differ[k][0]!r} (checkpoint) vs {differ[k][1]!r}"
                                 for k in bad)  # fmt: skip
-            raise ConfigError(f"the workdir's checkpoint was made with another task or model: "
-                              f"{details}; use another --workdir or the checkpoint's values")  # fmt: skip
+            raise ConfigError(
+                f"the workdir's checkpoint was made with another task or model: "
+                f"{details}; use another --workdir or the checkpoint's values"
+            )
         return differ
 
     def write_files(self, workdir: Path) -> None:
@@ -237,8 +243,10 @@ class SyntheticJob(loop.Job):
         return results
 
     def log_epoch(self, state, record: dict, logger) -> None:
-        line = (f"epoch {record['epoch']}: loss {record['train_loss']:.4f}, accuracy "
-                f"train {record['train_accuracy']:.3f}, iid {record['iid_accuracy']:.3f}")  # fmt: skip
+        line = (
+            f"epoch {record['epoch']}: loss {record['train_loss']:.4f}, accuracy "
+            f"train {record['train_accuracy']:.3f}, iid {record['iid_accuracy']:.3f}"
+        )
         if "test_scaled" in record:
             line += (f", test {record['test_accuracy']:.3f} (scaled {record['test_scaled']:.3f},"
                      f" worst bin {record['test_min_scaled']:.3f})")  # fmt: skip
@@ -267,4 +275,3 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     """Trains (or resumes) a model on `config.task` in `workdir`; writes
     `synthetic_results.json` there. Returns the results (None after a stop)."""
     return loop.run(SyntheticJob(config), workdir).extras.get("summary")
-

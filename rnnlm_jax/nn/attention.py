@@ -103,4 +103,3 @@ class Attention(nn.Module):
             return jnp.take_along_axis(a, index, axis=1)
 
         return y, (take(keys), take(values), take(valid), position + lengths)
-

@@ -120,7 +120,7 @@ def block_state(
 
 
 MIXERS = ("attention", "rnn", "gru", "lstm", "slstm", "mingru", "minlstm", "rglru", "lru",
-          "mlstm", "gla", "mamba2", "gated_deltanet")  # what a residual block may mix with
+          "mlstm", "gla", "mamba2", "gated_deltanet")  # fmt: skip
 
 
 def block_mixers(cell: str, mixers: str, num_layers: int) -> tuple[str, ...]:
@@ -140,8 +140,10 @@ def block_mixers(cell: str, mixers: str, num_layers: int) -> tuple[str, ...]:
                              "expected name*k with k >= 1")  # fmt: skip
         pattern += [name] * (int(times) if times else 1)
     if len(pattern) > num_layers:
-        raise ValueError(f"mixers={mixers!r} names {len(pattern)} blocks' mixers but "
-                         f"num_layers={num_layers}: raise num_layers or shorten the pattern")  # fmt: skip
+        raise ValueError(
+            f"mixers={mixers!r} names {len(pattern)} blocks' mixers but "
+            f"num_layers={num_layers}: raise num_layers or shorten the pattern"
+        )
     return tuple(pattern[i % len(pattern)] for i in range(num_layers))
 
 

@@ -29,7 +29,6 @@ from flax.linen.recurrent import flip_sequences
 from rnnlm_jax.nn.fast_layers import FAST_LAYERS, CudnnLSTM, resolve_impl
 from rnnlm_jax.nn.initializers import initializers
 from rnnlm_jax.nn.linear_cells import LINEAR_CELLS
-from rnnlm_jax.nn.slstm import SLSTMLayer, slstm_state
 from rnnlm_jax.nn.matrix_cells import (
     MATRIX_CELLS,
     NEGATIVE_EIGENVALUE_CELLS,
@@ -37,6 +36,7 @@ from rnnlm_jax.nn.matrix_cells import (
     head_widths,
     matrix_state,
 )
+from rnnlm_jax.nn.slstm import SLSTMLayer, slstm_state
 
 
 class GRUCell(nn.GRUCell):
@@ -68,7 +68,7 @@ class GRUCell(nn.GRUCell):
 
 
 CELLS = {"rnn": nn.SimpleCell, "gru": GRUCell, "lstm": nn.LSTMCell}
-NAMED_CELLS = (*CELLS, "slstm", *LINEAR_CELLS, *MATRIX_CELLS)  # every cell a name picks
+NAMED_CELLS = (*CELLS, "slstm", *LINEAR_CELLS, *MATRIX_CELLS)  # every cell by name
 # The chunkwise form's chunk per cell, the fastest forward + backward at T 1024 on 2 CPU
 # cores (`benchmarks/recurrences.py matrix`, docs/recurrences.md).
 CHUNK_SIZES = {"mlstm": 64, "gla": 32, "mamba2": 64, "gated_deltanet": 32}
@@ -82,8 +82,8 @@ def zero_state(
     key_dim: int = 0, value_dim: int = 0,
 ) -> State:  # fmt: skip
     """Zeros `[L, B, H]`; for the LSTM a pair `(c, h)` of them, in flax's order; for the
-    LRU the pair `(Re h, Im h)`; for the sLSTM `(c, n, m, h)`; for a matrix-state cell its carry with leading axes
-    `[L, B]` (`matrix_cells.matrix_state`, from the heads' widths)."""
+    LRU the pair `(Re h, Im h)`; for the sLSTM `(c, n, m, h)`; for a matrix-state cell its
+    carry with leading axes `[L, B]` (`matrix_cells.matrix_state`, from the heads' widths)."""
     if cell in MATRIX_CELLS:
         widths = head_widths(num_hiddens, num_heads, key_dim, value_dim)
         return matrix_state(cell, (num_layers, batch_size), *widths)
@@ -310,8 +310,10 @@ class RNNLayer(nn.Module):
         if named and self.cell not in NAMED_CELLS:
             raise ValueError(f"unknown cell {self.cell!r}; expected one of {NAMED_CELLS}")
         if self.negative_eigenvalues and self.cell not in NEGATIVE_EIGENVALUE_CELLS:
-            raise ValueError(f"negative_eigenvalues: cell {self.cell!r} has no decay or delta "
-                             f"transition to extend; cells {NEGATIVE_EIGENVALUE_CELLS}")  # fmt: skip
+            raise ValueError(
+                f"negative_eigenvalues: cell {self.cell!r} has no decay or delta "
+                f"transition to extend; cells {NEGATIVE_EIGENVALUE_CELLS}"
+            )
         if inputs.ndim < 2:
             raise ValueError(f"RNNLayer: inputs of shape {inputs.shape} lack time and batch axes")
         x = inputs if self.time_major else jnp.swapaxes(inputs, 0, 1)

@@ -166,11 +166,15 @@ class MatrixLayer(nn.Module):
         fn = RECURRENCES[self.cell]
         run = functools.partial(fn, form=self.form, chunk_size=self.chunk_size)
         if self.negative_eigenvalues and self.cell not in NEGATIVE_EIGENVALUE_CELLS:
-            raise ValueError(f"negative_eigenvalues: cell {self.cell!r} has no decay or delta "
-                             f"transition to extend; cells {NEGATIVE_EIGENVALUE_CELLS}")  # fmt: skip
+            raise ValueError(
+                f"negative_eigenvalues: cell {self.cell!r} has no decay or delta "
+                f"transition to extend; cells {NEGATIVE_EIGENVALUE_CELLS}"
+            )
         if self.negative_eigenvalues and self.cell in ("gla", "mamba2"):
-            run = functools.partial(_signed, run, floor=-chunkwise.GLA_MAX_LOG_DECAY
-                                    if self.cell == "gla" else chunkwise.NEGATIVE_LOG_FLOOR)  # fmt: skip
+            floor = chunkwise.NEGATIVE_LOG_FLOOR
+            if self.cell == "gla":  # its chunk form's clamp
+                floor = -chunkwise.GLA_MAX_LOG_DECAY
+            run = functools.partial(_signed, run, floor=floor)
         if keep is not None:  # steps past the end: no input, decay 1
             k = jnp.where(keep[..., None], k, 0.0)
         if self.cell == "gla":

@@ -18,9 +18,9 @@ class ModelSpec:
     """What a language model of `RNNModel` is.
 
     Attributes:
-      cell: `rnn`, `gru`, `lstm`, `slstm` (xLSTM's), or a recurrence trained in parallel over time: `mingru`,
-        `minlstm`, `rglru`, `lru` (`linear_cells`), `mlstm`, `gla`, `mamba2`,
-        `gated_deltanet` (`matrix_cells`).
+      cell: `rnn`, `gru`, `lstm`, `slstm` (xLSTM's), or a recurrence trained in parallel
+        over time: `mingru`, `minlstm`, `rglru`, `lru` (`linear_cells`), `mlstm`, `gla`,
+        `mamba2`, `gated_deltanet` (`matrix_cells`), or `attention` (residual blocks).
       block: `stack` (the plain stack of recurrent layers: the book's), `residual`
         (pre-norm residual blocks of a recurrence and a gated MLP, `blocks`) or `xlstm`
         (xLSTM's mLSTM blocks, cell `mlstm`, `xlstm_block`).
