@@ -85,7 +85,9 @@ def test_two_processes_equal_one(tmp_path):
     ]
     outs = [finish(w, timeout=240) for w in workers]
     assert_close(params_of(tmp_path / "one"), params_of(tmp_path / "two"))
-    spoken = [[x for x in out.splitlines() if not x.startswith("[Gloo]")] for out in outs]
+    # Gloo's own connection lines (under load one may reach stdout split in two) are not ours.
+    gloo = ("[Gloo]", "Expected number of connected peer ranks")
+    spoken = [[x for x in out.splitlines() if not x.startswith(gloo)] for out in outs]
     assert any(x.startswith("perplexity") for x in spoken[0])
     assert spoken[1] == []  # only process 0 speaks
     records = (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
