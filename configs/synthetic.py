@@ -14,8 +14,11 @@ Variants (after `:`; several join with `,`), one task and any of the cells:
   a cell    lstm (the default), gru, rnn: one layer of width 64 reading one-hot tokens, as
             Deletang et al. ran them (in residual blocks the LSTM learned parity at the
             training lengths but stayed at chance past them: docs/capabilities.md);
-            slstm, mingru, minlstm, rglru, lru, mlstm, gla, mamba2, gated_deltanet: two
-            pre-norm residual blocks of width 64 (gated MLP of width 128, 4 heads)
+            slstm, mingru, minlstm, rglru, lru, mlstm, gla, mamba2, gated_deltanet,
+            attention (over a window of 256 steps, rotary positions): two pre-norm residual
+            blocks of width 64 (gated MLP of width 128, 4 heads); hybrids and xLSTM's
+            blocks by their fields (--config.mixers=gated_deltanet,attention;
+            --config.block=xlstm --config.mixers=mlstm,slstm)
   smoke     seconds on a CPU, for tests
 Every run trains 3,000 minibatches of 64 with AdamW (lr 3e-3, warmup 100, cosine to 0.1 of
 it, clipped at 1) and ends with `synthetic_results.json` in the workdir.

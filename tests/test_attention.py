@@ -1,7 +1,7 @@
 """Attention as a token mixer and the hybrids built from it: nanoGPT's own model against
 `configs/shakespeare.py:gpt` for the same weights (a committed fixture), the sliding window
 against attention over the whole sequence, generation token by token against the forward
-pass, xLSTM's mixed stacks, and bad configs."""
+pass (attention, hybrids, xLSTM's mixed stacks and the sLSTM), and bad configs."""
 
 import sys
 from pathlib import Path
@@ -123,6 +123,8 @@ def test_the_carried_window_is_attention_over_the_whole_sequence_within_it(W):
     {"block": "xlstm", "cell": "mlstm", "mixers": "mlstm*2,slstm"},  # xLSTM [2:1]
     {"block": "gpt", "cell": "attention", "positions": "learned", "attention_window": 16,
      "tie_embeddings": True, "embed_dim": 16},
+    {"block": "stack", "cell": "slstm"},  # xLSTM's sLSTM, a plain stack
+    {"block": "residual", "cell": "slstm"},
 ])  # fmt: skip
 def test_generation_token_by_token_equals_the_forward_pass(kw):
     model = RNNModel(vocab_size=11, num_hiddens=16, num_heads=2, num_layers=3,

@@ -18,7 +18,6 @@ from rnnlm_jax.data import synthetic
 from rnnlm_jax.jobs.synthetic import length_bins
 from rnnlm_jax.nn import chunkwise, matrix_cells
 from rnnlm_jax.nn.layer import RNNLayer
-from rnnlm_jax.nn.models import RNNModel
 
 CONFIG = "--config=configs/synthetic.py"
 
@@ -193,21 +192,6 @@ def test_slstm_equals_its_equations_halves_and_lengths():
     np.testing.assert_allclose(ends[3][0, 1], carried[3][0, 1], atol=1e-6)
     assert not np.asarray(ends[3][0, 2]).any() and not np.asarray(masked[4:, 1]).any()
     assert abs(p["bias"][1, 0] - 5.0) < 1e-6 and abs(p["bias"][1, -1] + 7.0) < 1e-6
-
-
-@pytest.mark.parametrize("block", ["stack", "residual"])
-def test_slstm_generation_token_by_token_equals_the_forward_pass(block):
-    model = RNNModel(vocab_size=11, cell="slstm", block=block, num_hiddens=8, num_heads=2,
-                     num_layers=2, initializer="flax")  # fmt: skip
-    tokens = jnp.asarray(np.random.default_rng(2).integers(0, 11, (3, 7)))
-    params = model.init(jax.random.key(1), tokens, model.begin_state(3))
-    whole, final = model.apply(params, tokens, model.begin_state(3))
-    state, steps = model.begin_state(3), []
-    for t in range(7):
-        logits, state = model.apply(params, tokens[:, t : t + 1], state)
-        steps.append(logits)
-    np.testing.assert_allclose(jnp.stack(steps).reshape(whole.shape), whole, atol=1e-5)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), state, final)
 
 
 # --- negative eigenvalues ----------------------------------------------------------------------
