@@ -4,6 +4,7 @@ form against a step-by-step recurrence."""
 
 import functools
 import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -192,6 +193,42 @@ def test_slstm_equals_its_equations_halves_and_lengths():
     np.testing.assert_allclose(ends[3][0, 1], carried[3][0, 1], atol=1e-6)
     assert not np.asarray(ends[3][0, 2]).any() and not np.asarray(masked[4:, 1]).any()
     assert abs(p["bias"][1, 0] - 5.0) < 1e-6 and abs(p["bias"][1, -1] + 7.0) < 1e-6
+
+
+SLSTM_FIXTURE = Path(__file__).parent / "data" / "slstm_parity.npz"
+
+
+@pytest.mark.parametrize("case", ["zeros", "given"])
+def test_slstm_equals_xlstms_own_code_in_values_and_gradients(case):
+    """Against xlstm's vanilla sLSTM (`benchmarks/xlstm_parity.py` wrote the file)."""
+    try:
+        with np.load(SLSTM_FIXTURE) as data:
+            f = {k[len(case) + 1 :]: data[k] for k in data.files if k.startswith(case + "/")}
+    except (OSError, ValueError) as e:
+        pytest.fail(f"{SLSTM_FIXTURE.name} is missing or damaged ({e}); write it again: python "
+                    "benchmarks/xlstm_parity.py --xlstm=PATH/TO/xlstm (with torch)")  # fmt: skip
+    T, B, D = f["x"].shape
+    N, four_d, d = f["R"].shape
+    H = N * d
+    layer = RNNLayer(cell="slstm", num_hiddens=H, num_heads=N)
+    h0, c0, n0, m0 = (jnp.asarray(s[None], jnp.float32) for s in f["state0"])
+
+    def ours(x, W, R, b):  # xlstm's layouts in, ours inside
+        R = jnp.swapaxes(R, 1, 2).reshape(N, d, 4, d)
+        params = {"params": {"layer_0": {"kernel": W, "bias": b.reshape(4, H),
+                                         "recurrent_kernel": R}}}  # fmt: skip
+        return layer.apply(params, x, (c0, n0, m0, h0))
+
+    args = [jnp.asarray(f[k], jnp.float32) for k in ("x", "W", "R", "b")]
+    hs, (c, n, m, h) = ours(*args)
+    np.testing.assert_allclose(hs, f["hs"], rtol=1e-4, atol=1e-5)
+    for got, want in zip((h, c, n, m), f["final"]):
+        np.testing.assert_allclose(got[0], want, rtol=1e-4, atol=1e-5)
+    coef = jnp.asarray(f["coef"], jnp.float32)
+    grads = jax.grad(lambda *a: (ours(*a)[0] * coef).sum(), argnums=(0, 1, 2, 3))(*args)
+    for got, name in zip(grads, ("x", "W", "R", "b")):
+        want = f["grad/" + name]
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3 * np.abs(want).max())
 
 
 # --- negative eigenvalues ----------------------------------------------------------------------
