@@ -88,6 +88,14 @@ def command(model: str, task: str, seed: int, width: int | None, workdir: Path, 
     return args
 
 
+def default_steps() -> int:
+    """The minibatches `configs/synthetic.py` trains."""
+    sys.path.insert(0, str(ROOT))
+    from configs.synthetic import get_config
+
+    return get_config().train_steps
+
+
 def load(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {"runs": {}}
 
@@ -106,7 +114,8 @@ def run_all(args) -> dict:
             for seed in args.seeds:
                 widths = args.mqar_widths if task == "mqar" else [None]
                 jobs += [(model, task, seed, w) for w in widths]
-    todo = [j for j in jobs if key(*j) not in data["runs"]]
+    steps = args.steps or default_steps()
+    todo = [j for j in jobs if data["runs"].get(key(*j), {}).get("steps") != steps]
     print(f"{len(jobs) - len(todo)} of {len(jobs)} runs done; {len(todo)} to run", flush=True)
     for i, (model, task, seed, width) in enumerate(todo):
         workdir = Path(args.workdir) / key(model, task, seed, width).replace("/", "-")
@@ -138,13 +147,15 @@ def summary(data: dict, model: str, task: str) -> dict | None:
         for k, r in data["runs"].items():
             if k.startswith(f"{model}/mqar/"):
                 by_width.setdefault(int(k.rsplit("width", 1)[1]), []).append(r["iid"]["accuracy"])
-        return {"widths": {w: statistics.median(v) for w, v in sorted(by_width.items())}}
+        return {"widths": {w: statistics.median(v) for w, v in sorted(by_width.items())},
+                "steps": min(r["steps"] for r in runs)}  # fmt: skip
     return {
         "scaled": statistics.median(r["test"]["scaled"] for r in runs),
         "worst": statistics.median(min(b["scaled"] for b in r["test"]["bins"]) for r in runs),
         "iid": statistics.median(r["iid"]["accuracy"] for r in runs),
         "seeds": len(runs),
         "seconds": statistics.median(r["wall_seconds"] for r in runs),
+        "steps": min(r["steps"] for r in runs),
     }
 
 
@@ -156,15 +167,20 @@ def table(data: dict, models, tasks) -> str:
         cells = []
         for task in state:
             s = summary(data, model, task)
-            cells.append("" if s is None else f"{s['scaled']:.2f} ({s['worst']:.2f})")
+            cells.append("" if s is None else f"{s['scaled']:.2f} ({s['worst']:.2f})" + budget(s))
         if "mqar" in tasks:
             s = summary(data, model, "mqar")
             cells.append("" if s is None else ", ".join(
-                f"{w}: {a:.2f}" for w, a in s["widths"].items()))  # fmt: skip
+                f"{w}: {a:.2f}" for w, a in s["widths"].items()) + budget(s))  # fmt: skip
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     published = [f"- {m} on {t}: ours {_ours(data, m, t)}; published: {text}"
                  for (m, t), text in PUBLISHED.items() if m in models and t in tasks]  # fmt: skip
     return "\n".join(lines) + "\n\nBeside the papers:\n\n" + "\n".join(published) + "\n"
+
+
+def budget(s: dict) -> str:
+    """A note where a result trained for fewer minibatches than the config's."""
+    return "" if s["steps"] >= default_steps() else f" [{s['steps']} steps]"
 
 
 def _ours(data, model, task) -> str:
