@@ -49,6 +49,7 @@ MODELS = {
     "gla_neg": ("gla", {"negative_eigenvalues": True}),
     "mlstm": ("mlstm", {}),
     "mingru": ("mingru", {}),
+    "mingru_neg": ("mingru", {"negative_eigenvalues": True}),
     "rglru": ("rglru", {}),
 }
 # What the papers report, as they word it (the table prints it beside ours).
@@ -65,6 +66,7 @@ PUBLISHED = {
     ("gla", "parity"): "chance: eigenvalues in [0, 1] (Grazzi et al. 2025)",
     ("mlstm", "parity"): "chance: eigenvalues in [0, 1] (Grazzi et al. 2025)",
     ("mingru", "parity"): "chance: eigenvalues in [0, 1] (Grazzi et al. 2025)",
+    ("mingru_neg", "parity"): "[-1, 1] makes parity solvable by a linear recurrence (Grazzi)",
     ("gated_deltanet", "parity"): "chance with b in [0, 1] (Grazzi et al. 2025)",
     ("gated_deltanet_neg", "parity"): "solved with b in [0, 2] (Grazzi et al. 2025)",
     ("attention", "parity"): "no generalisation past training lengths (Deletang et al.)",

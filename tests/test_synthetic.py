@@ -287,6 +287,33 @@ def test_negative_eigenvalues_are_refused_where_there_is_no_such_transition():
         RNNLayer(cell="mlstm", num_hiddens=8, negative_eigenvalues=True).init(
             jax.random.key(0), jnp.zeros((3, 1, 4)))  # fmt: skip
     config = checks.fields.defaults()
-    config.cell, config.negative_eigenvalues = "mingru", True
-    with pytest.raises(ConfigError, match="cell 'mingru' has none"):
+    config.cell, config.negative_eigenvalues = "rglru", True
+    with pytest.raises(ConfigError, match="cell 'rglru' has none"):
         checks.validate(config)
+
+
+@pytest.mark.parametrize("cell", ["mingru", "minlstm"])
+def test_negative_eigenvalues_of_the_linear_cells_in_every_scan(cell):
+    x = jnp.asarray(np.random.default_rng(5).normal(size=(17, 3, 4)), jnp.float32)
+    outs = []
+    for scan in ("sequential", "associative", "chunked"):
+        layer = RNNLayer(cell=cell, num_hiddens=6, scan=scan, negative_eigenvalues=True,
+                         initializer="flax")  # fmt: skip
+        params = layer.init(jax.random.key(0), x)
+        outs.append(layer.apply(params, x)[0])
+    p = {k: np.asarray(v, np.float64) for k, v in params["params"]["layer_0"].items()}
+    xp = np.asarray(x, np.float64) @ p["kernel"] + p["bias"]
+    sigmoid = lambda a: 1 / (1 + np.exp(-a))  # noqa: E731
+    if cell == "mingru":
+        z = sigmoid(xp[..., :6])
+        a, b = 1 - 2 * z, z * xp[..., 6:]  # 2 (1 - z) - 1
+    else:
+        f, i = sigmoid(xp[..., :6]), sigmoid(xp[..., 6:12])
+        a, b = 2 * f / (f + i) - 1, i / (f + i) * xp[..., 12:]
+    assert (a < 0).mean() > 0.1
+    h, want = np.zeros((3, 6)), []
+    for t in range(17):
+        h = a[t] * h + b[t]
+        want.append(h)
+    for out in outs:
+        np.testing.assert_allclose(out, np.stack(want), rtol=1e-4, atol=1e-5)

@@ -10,10 +10,10 @@ from rnnlm_jax.config import fields
 from rnnlm_jax.data import synthetic
 from rnnlm_jax.nn.blocks import block_mixers
 from rnnlm_jax.nn.fast_layers import cuda_available, resolve_impl
-from rnnlm_jax.nn.layer import CHUNK_SIZES
+from rnnlm_jax.nn.layer import CHUNK_SIZES, NEGATIVE_EIGENVALUE_CELLS
 from rnnlm_jax.nn.linear_cells import LINEAR_CELLS
 from rnnlm_jax.nn.linear_scan import resolve_scan
-from rnnlm_jax.nn.matrix_cells import MATRIX_CELLS, NEGATIVE_EIGENVALUE_CELLS
+from rnnlm_jax.nn.matrix_cells import MATRIX_CELLS
 from rnnlm_jax.nn.models import RNNModel, check_model_fields
 from rnnlm_jax.nn.spec import DTYPES, ModelSpec  # noqa: F401
 from rnnlm_jax.nn.xlstm_block import xlstm_widths

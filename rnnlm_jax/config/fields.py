@@ -202,8 +202,8 @@ LM: dict[str, Field] = {
     "chunk_size": F(_SPEC["chunk_size"], "int", "the chunkwise form's chunk in steps (0: the "
                     "cell's measured default; longer than num_steps: num_steps)", 0, BIG),
     "negative_eigenvalues": F(_SPEC["negative_eigenvalues"], "bool", "gla | mamba2 | "
-                              "gated_deltanet: the transition's eigenvalues in [-1, 1] instead "
-                              "of [0, 1] (Grazzi et al. 2025)"),
+                              "gated_deltanet | mingru | minlstm: the transition's eigenvalues "
+                              "in [-1, 1] instead of [0, 1] (Grazzi et al. 2025)"),
     "remat": F(_SPEC["remat"], "str", "what the backward pass recomputes to save memory: none "
                "| block (each block or layer, from its input) | chunk (each block per "
                "segment of 512 steps, the state carried between them)",

@@ -26,16 +26,11 @@ import jax
 import jax.numpy as jnp
 from flax.linen.recurrent import flip_sequences
 
+from rnnlm_jax.nn import linear_cells, matrix_cells
 from rnnlm_jax.nn.fast_layers import FAST_LAYERS, CudnnLSTM, resolve_impl
 from rnnlm_jax.nn.initializers import initializers
 from rnnlm_jax.nn.linear_cells import LINEAR_CELLS
-from rnnlm_jax.nn.matrix_cells import (
-    MATRIX_CELLS,
-    NEGATIVE_EIGENVALUE_CELLS,
-    MatrixLayer,
-    head_widths,
-    matrix_state,
-)
+from rnnlm_jax.nn.matrix_cells import MATRIX_CELLS, MatrixLayer, head_widths, matrix_state
 from rnnlm_jax.nn.slstm import SLSTMLayer, slstm_state
 
 
@@ -73,6 +68,11 @@ NAMED_CELLS = (*CELLS, "slstm", *LINEAR_CELLS, *MATRIX_CELLS)  # every cell by n
 # cores (`benchmarks/recurrences.py matrix`, docs/recurrences.md).
 CHUNK_SIZES = {"mlstm": 64, "gla": 32, "mamba2": 64, "gated_deltanet": 32}
 PAIRED = ("lstm", "lru")  # cells whose state is a pair of [L, B, H] arrays
+# Cells whose transition `negative_eigenvalues` widens to [-1, 1] (Grazzi et al. 2025).
+NEGATIVE_EIGENVALUE_CELLS = (
+    *matrix_cells.NEGATIVE_EIGENVALUE_CELLS,
+    *linear_cells.NEGATIVE_EIGENVALUE_CELLS,
+)
 
 State = Any  # jax.Array [L*K, B, H], a pair of them for the LSTM, or another cell's carry tree
 
@@ -227,8 +227,9 @@ class RNNLayer(nn.Module):
         (`chunkwise.resolve_form`: recurrent for one step, parallel up to a chunk).
       chunk_size: the chunkwise form's chunk (0: the cell's measured default,
         `CHUNK_SIZES`); one longer than T runs as T.
-      negative_eigenvalues: gla, mamba2, gated_deltanet: the transition's eigenvalues in
-        [-1, 1] instead of [0, 1] (Grazzi et al. 2025; `matrix_cells`).
+      negative_eigenvalues: gla, mamba2, gated_deltanet, mingru, minlstm: the transition's
+        eigenvalues in [-1, 1] instead of [0, 1] (Grazzi et al. 2025; `matrix_cells`,
+        `linear_cells`).
       remat: `none` or `block` (each layer of a parallel-in-time or matrix-state cell
         recomputed in the backward pass from its input); `RNNModel` also takes `chunk`.
       unroll: time steps per loop iteration of the compiled scan.
@@ -432,6 +433,8 @@ class RNNLayer(nn.Module):
         kwargs = {k: v for k, v in inits.items() if k in ("kernel_init", "bias_init")}
         if self.cell == "rglru":
             kwargs["num_heads"] = self.num_heads
+        if self.negative_eigenvalues:
+            kwargs["negative_eigenvalues"] = True
         layer_cls = LINEAR_CELLS[self.cell]
         if self.remat == "block":
             layer_cls = nn.remat(layer_cls)

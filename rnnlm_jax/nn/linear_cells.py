@@ -60,6 +60,7 @@ class _Linear(nn.Module):
     scan: str = "auto"
     unroll: int = 1
     dtype: Any = jnp.float32
+    negative_eigenvalues: bool = False  # minGRU, minLSTM: the decay a in (0, 1) as 2a - 1
 
     def project(self, x: jax.Array, k: int, name: str = "") -> jax.Array:
         """`x W + b`, float32 `[T, B, k * features]` (parameters `kernel`, `bias`)."""
@@ -69,6 +70,8 @@ class _Linear(nn.Module):
         return project_inputs(x, W, b, self.dtype)
 
     def run(self, a, b, h0):
+        if self.negative_eigenvalues:  # Grazzi et al.: eigenvalues in (-1, 1)
+            a = 2.0 * a - 1.0
         return linear_scan(a, b, h0, self.scan, self.unroll)
 
 
@@ -96,6 +99,11 @@ class MinLSTM(_Linear):
         s = f + i
         hs = self.run(f / s, (i / s) * xp[..., 2 * H :], h0)
         return hs[-1], hs, hs
+
+
+# The cells whose `negative_eigenvalues` widens their decay (the RG-LRU and LRU do not take
+# it: the LRU's complex eigenvalues already reach -1).
+NEGATIVE_EIGENVALUE_CELLS = ("mingru", "minlstm")
 
 
 # --- RG-LRU ------------------------------------------------------------------------------

@@ -43,8 +43,8 @@ class ModelSpec:
       key_dim, value_dim: a matrix-state cell's widths per head (0: H / num_heads).
       form: how a matrix-state cell runs over time: auto | recurrent | chunkwise | parallel.
       chunk_size: the chunkwise form's chunk (0: the cell's measured default).
-      negative_eigenvalues: gla, mamba2, gated_deltanet: the transition's eigenvalues in
-        [-1, 1] instead of [0, 1] (Grazzi et al. 2025).
+      negative_eigenvalues: gla, mamba2, gated_deltanet, mingru, minlstm: the transition's
+        eigenvalues in [-1, 1] instead of [0, 1] (Grazzi et al. 2025).
       remat: none | block | chunk: what the backward pass recomputes to save memory.
       unroll: time steps per iteration of the compiled loop.
       dtype: the matmuls' operand dtype, `float32` or `bfloat16`.
