@@ -102,8 +102,11 @@ def load_data(config: ml_collections.ConfigDict, cache_dir: str = "") -> corpora
     return corpus
 
 
-def check_compatible(saved: ml_collections.ConfigDict, config: ml_collections.ConfigDict):
-    """Raises `ConfigError` naming every model field whose value differs from the checkpoint's.
+def check_compatible(
+    saved: ml_collections.ConfigDict, config: ml_collections.ConfigDict, fields=MODEL_FIELDS
+):
+    """Raises `ConfigError` naming every field of `fields` (the model's) whose value differs
+    from the checkpoint's.
 
     Returns the other fields that differ, as `{field: (saved, new)}`.
     """
@@ -112,7 +115,7 @@ def check_compatible(saved: ml_collections.ConfigDict, config: ml_collections.Co
         for k in sorted(set(saved.keys()) | set(config.keys()))
         if saved.get(k) != config.get(k) and not _same_sequence(saved.get(k), config.get(k))
     }
-    bad = [k for k in MODEL_FIELDS if k in differ]
+    bad = [k for k in fields if k in differ]
     if bad:
         details = ", ".join(f"{k} {differ[k][0]!r} (checkpoint) vs {differ[k][1]!r}" for k in bad)
         raise ConfigError(

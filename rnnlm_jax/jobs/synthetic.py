@@ -31,10 +31,11 @@ import ml_collections
 import numpy as np
 import optax
 
-from rnnlm_jax.config.checks import ConfigError, validate
+from rnnlm_jax.config.checks import validate
 from rnnlm_jax.config.fields import fill_defaults
 from rnnlm_jax.data import synthetic
 from rnnlm_jax.files import write_json_atomic, write_text_atomic
+from rnnlm_jax.jobs.lm import check_compatible
 from rnnlm_jax.nn.models import RNNModel
 from rnnlm_jax.nn.spec import SHAPE_FIELDS, ModelSpec
 from rnnlm_jax.train import checkpoints, loop
@@ -154,19 +155,7 @@ class SyntheticJob(loop.Job):
         return jax.eval_shape(self.init_state)
 
     def check_resume(self, workdir: Path, saved: ml_collections.ConfigDict) -> dict:
-        saved = fill_defaults(saved)
-        differ = {k: (saved.get(k), self.config.get(k))
-                  for k in sorted(set(saved.keys()) | set(self.config.keys()))
-                  if saved.get(k) != self.config.get(k)}  # fmt: skip
-        bad = [k for k in FIXED_FIELDS if k in differ]
-        if bad:
-            details = ", ".join(f"{k} {differ[k][0]!r} (checkpoint) vs {differ[k][1]!r}"
-                                for k in bad)  # fmt: skip
-            raise ConfigError(
-                f"the workdir's checkpoint was made with another task or model: "
-                f"{details}; use another --workdir or the checkpoint's values"
-            )
-        return differ
+        return check_compatible(fill_defaults(saved), self.config, FIXED_FIELDS)
 
     def write_files(self, workdir: Path) -> None:
         write_json_atomic(workdir / checkpoints.CONFIG_FILE, self.config.to_dict())
