@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from rnnlm_jax.nn.attention import Attention, attention_state
 from rnnlm_jax.nn.conv import CONV_WIDTH, Conv1D, torch_conv_init  # noqa: F401 (blocks.Conv1D)
-from rnnlm_jax.nn.layer import CHUNK_SIZES, RNNLayer, zero_state
+from rnnlm_jax.nn.layer import CHUNK_SIZES, NAMED_CELLS, RNNLayer, zero_state
 from rnnlm_jax.nn.linear_cells import RGLRU
 from rnnlm_jax.nn.slstm import SLSTMBlock, slstm_block_state
 from rnnlm_jax.nn.xlstm_block import XLSTMRecurrence, xlstm_state
@@ -119,8 +119,7 @@ def block_state(
     return (state, window(conv_width)) if conv_width else state
 
 
-MIXERS = ("attention", "rnn", "gru", "lstm", "slstm", "mingru", "minlstm", "rglru", "lru",
-          "mlstm", "gla", "mamba2", "gated_deltanet")  # fmt: skip
+MIXERS = ("attention", *NAMED_CELLS)  # what a residual block may mix with
 
 
 def block_mixers(cell: str, mixers: str, num_layers: int) -> tuple[str, ...]:
