@@ -110,9 +110,11 @@ class SLSTMLayer(nn.Module):
             wif = project_inputs(gate_inputs, W[:, : 2 * H], b[:2].reshape(-1), self.dtype)
             wx = jnp.concatenate([wif.reshape(T, B, 2, H), wx[:, :, 2:]], axis=2)
 
+        R = R.reshape(N, d, GATES * d)  # each head's block, its gates side by side
+
         def step(carry, wx_t):
             h = carry[3].reshape(B, N, 1, d)
-            ry = matmul(h, R.reshape(N, d, GATES * d), self.dtype)  # [B, N, 1, 4 d]
+            ry = matmul(h, R, self.dtype)  # [B, N, 1, 4 d]
             ry = ry.reshape(B, N, GATES, d).transpose(0, 2, 1, 3).reshape(B, GATES, H)
             carry = slstm_step(carry, wx_t + ry)
             return carry, carry
