@@ -200,24 +200,29 @@ def plot(data: dict, models, tasks, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    state = [t for t in tasks if t != "mqar"]
-    fig, axes = plt.subplots(1, len(state), figsize=(3.2 * len(state), 3.2), dpi=110,
+    ran = {k.split("/")[1] for k in data["runs"]}
+    state = [t for t in tasks if t != "mqar" and t in ran]  # the tasks run so far
+    if not state:
+        return
+    fig, axes = plt.subplots(1, len(state), figsize=(3.2 * len(state) + 1.8, 3.2), dpi=110,
                              squeeze=False)  # fmt: skip
+    colors = plt.get_cmap("tab20").colors
     for ax, task in zip(axes[0], state):
-        for model in models:
+        for i, model in enumerate(models):
             runs = [r for k, r in data["runs"].items() if k.startswith(f"{model}/{task}/")]
             if runs:
                 bins = runs[0]["test"]["bins"]
                 xs = [sum(b["lengths"]) / 2 for b in bins]
                 ys = [statistics.median(r["test"]["bins"][i]["scaled"] for r in runs)
                       for i in range(len(bins))]  # fmt: skip
-                ax.plot(xs, ys, marker=".", lw=1, label=model)
+                ax.plot(xs, ys, marker=".", lw=1, label=model, color=colors[i % len(colors)])
         ax.set_title(task, fontsize=9)
         ax.set_xlabel("test length", fontsize=8)
         ax.set_ylim(-0.3, 1.05)
     axes[0][0].set_ylabel("scaled accuracy", fontsize=8)
-    axes[0][-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1, 0.5))
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=6, loc="center right")
+    fig.tight_layout(rect=(0, 0, 1 - 1.6 / fig.get_figwidth(), 1))
     fig.savefig(path)
     plt.close(fig)
 
