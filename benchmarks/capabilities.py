@@ -29,7 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "capabilities.json"
 DOC = ROOT / "docs" / "capabilities.md"
 PLOT = ROOT / "docs" / "capabilities.png"
-STATE_TASKS = ("parity", "modular_arithmetic", "cycle_navigation", "s3", "s5")
 TASKS = ("parity", "s3", "mqar", "cycle_navigation", "modular_arithmetic", "s5")  # run order
 BEGIN, END = "<!-- capabilities table: benchmarks/capabilities.py writes it -->", "<!-- end -->"
 

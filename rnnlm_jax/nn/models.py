@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rnnlm_jax.nn.attention import POSITIONS
 from rnnlm_jax.nn.blocks import ResidualBlock, block_mixers, block_state, check_conv_width
 from rnnlm_jax.nn.head import Dense
 from rnnlm_jax.nn.initializers import INITS, head_initializers, initializers  # noqa: F401
@@ -22,7 +23,6 @@ from rnnlm_jax.nn.layer import CELLS, RNNLayer, State, translate_deprecated, zer
 from rnnlm_jax.nn.spec import LAYER_FIELDS, ModelSpec
 
 BLOCKS = ("stack", "residual", "xlstm", "gpt")
-POSITIONS = ("rotary", "learned", "none")
 
 REMAT_STEPS = 512  # remat="chunk": the segments of time each block is recomputed over
 
