@@ -17,8 +17,9 @@ Variants (after `:`; several join with `,`):
             32 x 35), on the same characters
   mingru, minlstm, rglru, lru
             the best model with that cell (rglru: Griffin's recurrent block)
-  mlstm, gla, mamba2, gated_deltanet
-            the best model with that matrix-state cell (4 heads, chunkwise)
+  mlstm, gla, mamba2, gated_deltanet, deltanet, deltaproduct, retnet
+            the best model with that matrix-state cell (4 heads, chunkwise; deltaproduct
+            with 2 Householder updates per token)
   xlstm     the mlstm model in xLSTM's own mLSTM blocks (up-projection, convolution,
             learnable skip, no MLP) instead of the residual blocks
   long      the best model at width 256 (MLP 512), all 1,003,854 training characters
@@ -48,7 +49,8 @@ docs/recurrences.md.
 
 from rnnlm_jax.config import fields
 
-MODELS = ("lstm", "mingru", "minlstm", "rglru", "lru", "mlstm", "gla", "mamba2", "gated_deltanet")
+MODELS = ("lstm", "mingru", "minlstm", "rglru", "lru", "mlstm", "gla", "mamba2", "gated_deltanet",
+          "deltanet", "deltaproduct", "retnet")  # fmt: skip
 # Steps of 8 x 128 characters at width 256 that fit about 110 s on 2 cores of an Intel Xeon,
 # start-up and compilation included: each cell's tokens/sec against minGRU's 15,700,
 # measured side by side (minGRU 1.00, mlstm 0.48, gla 0.41, mamba2 0.45, gated_deltanet 0.32).
@@ -116,6 +118,8 @@ def get_config(arg=None):
             config.warmup_steps, config.lr_schedule = 0, "constant"
         elif variant in MODELS:
             config.cell = variant
+            if variant == "deltaproduct":
+                config.num_householder = 2
         elif variant == "xlstm":
             config.cell, config.block = "mlstm", "xlstm"
         elif variant == "gpt":  # nanoGPT's CPU recipe (README), train_shakespeare_char's rest

@@ -1,4 +1,5 @@
-"""The matrix-state recurrences (mLSTM, GLA, Mamba-2, Gated DeltaNet): every form against a
+"""The matrix-state recurrences (mLSTM, GLA, Mamba-2, Gated DeltaNet, DeltaNet, DeltaProduct,
+RetNet): every form against a
 step-by-step reference written from the papers' equations, the forms against each other in
 values and gradients, and the layer's contract (carried state, `seq_lengths`, layouts,
 generation token by token, bad input)."""
@@ -14,7 +15,7 @@ from rnnlm_jax.config import checks, fields
 from rnnlm_jax.config.checks import ConfigError
 from rnnlm_jax.nn import chunkwise, models
 from rnnlm_jax.nn.layer import RNNLayer
-from rnnlm_jax.nn.matrix_cells import MATRIX_CELLS
+from rnnlm_jax.nn.matrix_cells import MATRIX_CELLS, retention_log_decays
 from rnnlm_jax.nn.models import RNNModel
 
 B, N, T, K, V = 2, 2, 19, 4, 3  # T 19: chunks of 8 leave a padded last chunk
@@ -63,6 +64,23 @@ def reference_gated_delta(q, k, v, beta, g, S):
     return np.stack(out, 2), np.swapaxes(S, -1, -2)
 
 
+def reference_delta_product(q, k, v, beta, g, S):
+    """Gated DeltaProduct (Siems et al. 2025, eq. 5), S of shape [K, V]: per token, a decay,
+    then n_h generalised Householder products, H_j = I - beta_j k_j k_j^T,
+    S <- H_j S + beta_j k_j v_j^T; o_t = S_t^T q_t."""
+    q, k, v, beta, g, S = (np.asarray(a, np.float64) for a in (q, k, v, beta, g, S))
+    eye = np.eye(q.shape[-1])
+    out = []
+    for t in range(q.shape[2]):
+        S = np.exp(g[:, :, t])[..., None, None] * S
+        for j in range(k.shape[3]):
+            kj, bj = k[:, :, t, j], beta[:, :, t, j, None, None]
+            S = (eye - bj * kj[..., :, None] * kj[..., None, :]) @ S
+            S = S + bj * kj[..., :, None] * v[:, :, t, j, None, :]
+        out.append(np.einsum("bnk,bnkv->bnv", q[:, :, t], S))
+    return np.stack(out, 2), S
+
+
 def reference_mlstm(q, k, v, log_i, log_f, C, n):
     """mLSTM (Beck et al. 2024, eqs. 19-27) without the stabiliser, which leaves h as it is:
     C_t = f_t C_{t-1} + i_t v_t k_t^T, n_t = f_t n_{t-1} + i_t k_t,
@@ -87,6 +105,12 @@ def _cases():
     log_f = jax.nn.log_sigmoid(g_head + 3.0)
     m0 = jnp.zeros((B, N))
     n0 = 0.3 * jnp.ones((B, N, K))
+    zero = jnp.zeros_like(g_head)
+    # DeltaProduct's two keys, values and betas per token (the second from other draws).
+    k2 = jnp.stack([k_unit, jnp.roll(k_unit, 1, axis=2)], axis=3)
+    v2 = jnp.stack([v, 0.5 * jnp.roll(v, 3, axis=2)], axis=3)
+    beta2 = jnp.stack([beta, jnp.roll(beta, 2, axis=2)], axis=3)
+    retention = jnp.broadcast_to(retention_log_decays(N)[:, None], g_head.shape)
     return {
         "gla": (lambda f, c: chunkwise.linear_attention(q, k, v, g_key, S0, f, c),
                 lambda: reference_gla(q, k, v, g_key, S0)),
@@ -97,6 +121,13 @@ def _cases():
             lambda: reference_gated_delta(q, k_unit, v, beta, g_head, S0)),
         "mlstm": (lambda f, c: chunkwise.mlstm(q, k, v, log_i, log_f, (S0, n0, m0), f, c),
                   lambda: reference_mlstm(q, k, v, log_i, log_f, S0, n0)),
+        "deltanet": (lambda f, c: chunkwise.gated_delta(q, k_unit, v, beta, zero, S0, f, c),
+                     lambda: reference_gated_delta(q, k_unit, v, beta, zero, S0)),
+        "deltaproduct": (
+            lambda f, c: chunkwise.delta_product(q, k2, v2, beta2, g_head, S0, f, c),
+            lambda: reference_delta_product(q, k2, v2, beta2, g_head, S0)),
+        "retnet": (lambda f, c: chunkwise.linear_attention(q, k, v, retention, S0, f, c),
+                   lambda: reference_gla(q, k, v, retention, S0)),
     }  # fmt: skip
 
 
@@ -134,6 +165,11 @@ def test_the_chunk_forms_have_the_recurrent_forms_gradients():
             q, k, v, beta, g, S, f, 8),
         "mlstm": lambda f, q, k, v, g, S: chunkwise.mlstm(
             q, k, v, log_i, jax.nn.log_sigmoid(g + 3.0), (S, *state[1:]), f, 8),
+        "deltanet": lambda f, q, k, v, g, S: chunkwise.gated_delta(
+            q, k, v, beta * jnp.exp(g), 0.0 * g, S, f, 8),
+        "deltaproduct": lambda f, q, k, v, g, S: chunkwise.delta_product(
+            q, jnp.stack([k, k[:, :, ::-1]], 3), jnp.stack([v, v[:, :, ::-1]], 3),
+            jnp.stack([beta, beta[:, :, ::-1]], 3), g, S, f, 4),
     }  # fmt: skip
     weights = jax.random.normal(jax.random.key(2), (B, N, T, V))
     for name, fn in fns.items():
@@ -207,16 +243,18 @@ def test_state_carried_lengths_and_layouts(cell):
     assert _rel(jnp.concatenate([first, second]), whole) < 1e-5
     for a, b in zip(jax.tree.leaves(end), jax.tree.leaves(final)):
         assert _rel(a, b) < 1e-5
-    # seq_lengths: zeros past each end, the state at each end, as the truncated sequence.
+    # seq_lengths: zeros past each end, the state at each end, as the truncated sequence,
+    # from a state that is not zeros (length 0 must keep it, not reset it).
+    init = jax.tree.map(lambda s: s + (3 if s.dtype == jnp.int32 else 0.25), layer.begin_state(3))
     lengths = jnp.array([12, 5, 0])
-    out, state = apply(params, x, seq_lengths=lengths)
+    out, state = apply(params, x, init, seq_lengths=lengths)
     assert not np.any(np.asarray(out[5:, 1])) and not np.any(np.asarray(out[:, 2]))
-    short, short_state = apply(params, x[:5, 1:2])
+    short, short_state = apply(params, x[:5, 1:2], jax.tree.map(lambda s: s[:, 1:2], init))
     assert _rel(out[:5, 1], short[:, 0]) < 1e-5
-    for a, b, zero in zip(jax.tree.leaves(state), jax.tree.leaves(short_state),
-                          jax.tree.leaves(layer.begin_state(3))):  # fmt: skip
+    for a, b, start in zip(jax.tree.leaves(state), jax.tree.leaves(short_state),
+                           jax.tree.leaves(init)):  # fmt: skip
         assert _rel(a[:, 1], b[:, 0]) < 1e-5
-        assert np.array_equal(a[:, 2], zero[:, 2])  # length 0 keeps the initial state
+        assert np.array_equal(a[:, 2], start[:, 2])  # length 0 keeps the initial state
     # Batch-major layout: the same, transposed.
     bm = _layer(cell, time_major=False).apply(params, jnp.swapaxes(x, 0, 1))[0]
     assert _rel(jnp.swapaxes(bm, 0, 1), whole) < 1e-6
@@ -247,7 +285,8 @@ def test_generation_token_by_token_equals_the_training_forward_pass(cell, block)
 
 def _xlstm_reference(p, x, num_heads):
     """xLSTM's mLSTM block (appendix B of the paper) step by step in float64 NumPy, the
-    mLSTM unstabilised (`C_t = f C + i k v^T`, `h = C^T q / max(|n^T q|, 1)`), from zeros."""
+    mLSTM unstabilised (`C_t = f C + i k v^T`, `h = C^T q / max(|n^T q|, 1)`), from zeros:
+    the block's output and the mLSTM's final `(C, n)`."""
     p = jax.tree.map(lambda a: np.asarray(a, np.float64), p)
     r = p["recurrence"]
     x = np.asarray(x, np.float64)
@@ -285,7 +324,7 @@ def _xlstm_reference(p, x, num_heads):
     h = np.stack(out)  # [T, B, N, K]
     h = (h - h.mean(-1, keepdims=True)) / np.sqrt(h.var(-1, keepdims=True) + 1e-5)
     h = h.reshape(T, Bx, inner) * r["head_norm"]["scale"]
-    return x + ((h + r["skip"] * c) * silu(z)) @ r["down"]
+    return x + ((h + r["skip"] * c) * silu(z)) @ r["down"], C, n
 
 
 def test_the_xlstm_block_in_every_form_equals_its_equations_and_gradients():
@@ -303,17 +342,23 @@ def test_the_xlstm_block_in_every_form_equals_its_equations_and_gradients():
     leaves, tree = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.key(22), len(leaves))
     params = tree.unflatten([a + 0.3 * jax.random.normal(k, a.shape) for a, k in zip(leaves, keys)])
-    expected = _xlstm_reference(params["params"], x, num_heads=2)
+    expected, C_want, n_want = _xlstm_reference(params["params"], x, num_heads=2)
 
     def loss(params, x, form):
         y, final = block(form).apply(params, x, state)
-        return jnp.sum(y**2) + sum(jnp.sum(s**2) for s in jax.tree.leaves(final[1])), y
+        return jnp.sum(y**2) + sum(jnp.sum(s**2) for s in jax.tree.leaves(final)), (y, final)
 
     want = None
     for form in ("recurrent", "chunkwise", "parallel"):
         grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True), static_argnums=2)
-        (_, y), grads = grad(params, x, form)
+        (_, (y, final)), grads = grad(params, x, form)
         assert _rel(y, expected) < 1e-4, form
+        # The mLSTM's own state, before the head norm that would hide a scale of k or q:
+        # the stabilised (C, n) times exp(m) is the unstabilised one.
+        (C, n, m), _ = final
+        scale = np.exp(np.asarray(m, np.float64))
+        assert _rel(np.asarray(C) * scale[..., None, None], C_want) < 1e-5, form
+        assert _rel(np.asarray(n) * scale[..., None], n_want) < 1e-5, form
         if want is None:
             want = grads
         # Per leaf, relative to its largest entry, or to 1% of the largest gradient where

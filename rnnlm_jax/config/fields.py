@@ -141,10 +141,12 @@ LM: dict[str, Field] = {
     # Model.
     "cell": F(_SPEC["cell"], "str", "rnn | gru | lstm | slstm (xLSTM's), or trained in "
               "parallel over time: mingru | minlstm | rglru | lru, or with a matrix state: "
-              "mlstm | gla | mamba2 | gated_deltanet, or attention (causal softmax attention "
-              "over attention_window steps; residual or gpt blocks)",
+              "mlstm | gla | mamba2 | gated_deltanet | deltanet | deltaproduct | retnet, or "
+              "attention (causal softmax attention over attention_window steps; residual or "
+              "gpt blocks)",
               choices=("rnn", "gru", "lstm", "slstm", "mingru", "minlstm", "rglru", "lru",
-                       "mlstm", "gla", "mamba2", "gated_deltanet", "attention")),
+                       "mlstm", "gla", "mamba2", "gated_deltanet", "deltanet", "deltaproduct",
+                       "retnet", "attention")),
     "block": F(_SPEC["block"], "str", "stack (plain stacked layers) | residual (pre-norm "
                "residual blocks: the recurrence, then a gated MLP) | xlstm (xLSTM's blocks: "
                "mlstm's up-projection, conv, mLSTM, skip, gate, no MLP; slstm's conv, sLSTM, "
@@ -163,7 +165,8 @@ LM: dict[str, Field] = {
                        "in multiples of num_hiddens", 1, BIG),
     "conv_width": F(_SPEC["conv_width"], "int", "block=residual: a causal convolution of this "
                     "width over the recurrence's input, added to it (0: none; rglru, gla, "
-                    "mamba2 and gated_deltanet have their own)", 0, BIG),
+                    "mamba2, gated_deltanet, deltanet and deltaproduct have their own)", 0,
+                    BIG),
     "num_hiddens": F(_SPEC["num_hiddens"], "int", "hidden units per layer", 1, BIG),
     "num_layers": F(_SPEC["num_layers"], "int", "stacked recurrent layers", 1, BIG),
     "initializer": F(_SPEC["initializer"], "str",
@@ -189,7 +192,7 @@ LM: dict[str, Field] = {
               choices=("auto", "associative", "sequential", "chunked")),
     "num_heads": F(_SPEC["num_heads"], "int", "rglru: diagonal blocks of its gates' weights; "
                    "slstm: blocks of its recurrent weights; "
-                   "mlstm | gla | mamba2 | gated_deltanet: heads (block xlstm: of its inner width "
+                   "a matrix-state cell's heads (block xlstm: of its inner width "
                    "2 x num_hiddens)", 1, BIG),
     "key_dim": F(_SPEC["key_dim"], "int", "a matrix-state cell's key width per head (0: "
                  "num_hiddens / num_heads)", 0, BIG),
@@ -202,8 +205,14 @@ LM: dict[str, Field] = {
     "chunk_size": F(_SPEC["chunk_size"], "int", "the chunkwise form's chunk in steps (0: the "
                     "cell's measured default; longer than num_steps: num_steps)", 0, BIG),
     "negative_eigenvalues": F(_SPEC["negative_eigenvalues"], "bool", "gla | mamba2 | "
-                              "gated_deltanet | mingru | minlstm: the transition's eigenvalues "
-                              "in [-1, 1] instead of [0, 1] (Grazzi et al. 2025)"),
+                              "gated_deltanet | deltanet | deltaproduct | mingru | minlstm: the "
+                              "transition's eigenvalues in [-1, 1] instead of [0, 1] (Grazzi "
+                              "et al. 2025)"),
+    "gate_soft_cap": F(_SPEC["gate_soft_cap"], "number", "mlstm: its input and forget gates' "
+                       "pre-activations soft-capped, c tanh(x / c) (xLSTM 7B's 15; 0: none)",
+                       0, None),
+    "num_householder": F(_SPEC["num_householder"], "int", "deltaproduct: Householder updates "
+                         "per token (n_h; 1 is Gated DeltaNet)", 1, BIG),
     "remat": F(_SPEC["remat"], "str", "what the backward pass recomputes to save memory: none "
                "| block (each block or layer, from its input) | chunk (each block per "
                "segment of 512 steps, the state carried between them)",

@@ -147,7 +147,7 @@ def block_mixers(cell: str, mixers: str, num_layers: int) -> tuple[str, ...]:
 
 
 # The cells whose own layer or block convolves its input already: no `conv_width` for them.
-OWN_CONV = ("rglru", "gla", "mamba2", "gated_deltanet")
+OWN_CONV = ("rglru", "gla", "mamba2", "gated_deltanet", "deltanet", "deltaproduct")
 
 
 def check_conv_width(conv_width: int, cell: str, block: str) -> None:

@@ -19,7 +19,8 @@ log i = `NO_INPUT`) leaves the state as it is: padding written so is free of eff
   mlstm             m_t = max(log f_t + m_{t-1}, log i_t),
                     C_t = f'_t C_{t-1} + i'_t k_t v_t^T, n_t = f'_t n_{t-1} + i'_t k_t,
                     f'_t = exp(log f_t + m_{t-1} - m_t), i'_t = exp(log i_t - m_t),
-                    h_t = C_t^T q_t / max(|n_t^T q_t|, exp(-m_t))  (xLSTM's, stabilised)
+                    h_t = C_t^T q_t / (max(|n_t^T q_t|, exp(-m_t)) + 1e-6)  (xLSTM's,
+                    stabilised, with its epsilon)
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ NO_INPUT = -1e30  # a log input gate that writes nothing (finite: no inf - inf)
 # finite while |G - G_mid| <= GLA_MAX_LOG_DECAY * C / 2 <= 64.
 GLA_MAX_LOG_DECAY = 4.0  # the layer clamps a step's log decay at -4 (a decay of 0.018)
 GLA_MAX_CHUNK = 32
+MLSTM_EPS = 1e-6  # added to the mLSTM's normaliser, as every xLSTM reference does
 
 
 # Negative eigenvalues (Grazzi et al. 2025): a decay exp(g) in (0, 1] becomes a = 2 exp(g) - 1
@@ -242,6 +244,23 @@ def _gated_delta_chunk(q, k, v, beta, g, S0, C):
     return _from_chunks(o, T), S
 
 
+def delta_product(q, k, v, beta, g, S0, form="auto", chunk_size=64):
+    """Gated DeltaProduct (Siems et al. 2025): per token t one decay, then n Householder-like
+    updates, `S <- exp(g_t) S`, then for j = 1..n `S <- (I - b_tj k_tj k_tj^T) S + b_tj
+    k_tj v_tj^T`, and `o_t = S_t^T q_t`. `k [B, N, T, n, K]`, `v [B, N, T, n, V]`, `beta
+    [B, N, T, n]`, `g [B, N, T]`. Run as the gated delta rule over the T n interleaved
+    updates (the decay at each token's first, the query read at its last), in chunks of
+    `chunk_size` tokens."""
+    B, N, T, n, K = k.shape
+    form = resolve_form(form, T, chunk_size)
+    chunk = _chunk_size(form, T, chunk_size) * n if form != "recurrent" else 1
+    at = lambda x, j: jnp.zeros(x.shape[:3] + (n,) + x.shape[3:], x.dtype).at[:, :, :, j].set(x)  # noqa: E731
+    flat = lambda x: x.reshape((B, N, T * n) + x.shape[4:])  # noqa: E731
+    o, S = gated_delta(flat(at(q, n - 1)), flat(k), flat(v), flat(beta), flat(at(g, 0)), S0,
+                       form, chunk)  # fmt: skip
+    return o.reshape(B, N, T, n, -1)[:, :, :, -1], S
+
+
 # --- mLSTM ----------------------------------------------------------------------------------
 
 
@@ -258,7 +277,10 @@ def mlstm(q, k, v, log_i, log_f, state0, form="auto", chunk_size=64):
 
 
 def _mlstm_read(num, den, m):
-    return num / jnp.maximum(jnp.abs(den), jnp.exp(-m))[..., None]
+    """`num / (max(|den|, exp(-m)) + MLSTM_EPS)`: xLSTM's read, its epsilon included, so a
+    zero query under a large stabiliser (exp(-m) underflows to 0 in float32 from m = 88)
+    reads 0, not 0 / 0."""
+    return num / (jnp.maximum(jnp.abs(den), jnp.exp(-m)) + MLSTM_EPS)[..., None]
 
 
 def _mlstm_recurrent(q, k, v, log_i, log_f, state0):

@@ -30,7 +30,13 @@ from rnnlm_jax.nn import linear_cells, matrix_cells
 from rnnlm_jax.nn.fast_layers import FAST_LAYERS, CudnnLSTM, resolve_impl
 from rnnlm_jax.nn.initializers import initializers
 from rnnlm_jax.nn.linear_cells import LINEAR_CELLS
-from rnnlm_jax.nn.matrix_cells import MATRIX_CELLS, MatrixLayer, head_widths, matrix_state
+from rnnlm_jax.nn.matrix_cells import (
+    GATE_SOFT_CAP,
+    MATRIX_CELLS,
+    MatrixLayer,
+    head_widths,
+    matrix_state,
+)
 from rnnlm_jax.nn.slstm import SLSTMLayer, slstm_state
 
 
@@ -66,7 +72,8 @@ CELLS = {"rnn": nn.SimpleCell, "gru": GRUCell, "lstm": nn.LSTMCell}
 NAMED_CELLS = (*CELLS, "slstm", *LINEAR_CELLS, *MATRIX_CELLS)  # every cell by name
 # The chunkwise form's chunk per cell, the fastest forward + backward at T 1024 on 2 CPU
 # cores (`benchmarks/recurrences.py matrix`, docs/recurrences.md).
-CHUNK_SIZES = {"mlstm": 64, "gla": 32, "mamba2": 64, "gated_deltanet": 32}
+CHUNK_SIZES = {"mlstm": 64, "gla": 32, "mamba2": 64, "gated_deltanet": 32, "deltanet": 32,
+               "deltaproduct": 16, "retnet": 64}  # fmt: skip
 PAIRED = ("lstm", "lru")  # cells whose state is a pair of [L, B, H] arrays
 # Cells whose transition `negative_eigenvalues` widens to [-1, 1] (Grazzi et al. 2025).
 NEGATIVE_EIGENVALUE_CELLS = (
@@ -79,14 +86,14 @@ State = Any  # jax.Array [L*K, B, H], a pair of them for the LSTM, or another ce
 
 def zero_state(
     cell: str, num_layers: int, batch_size: int, num_hiddens: int, *, num_heads: int = 1,
-    key_dim: int = 0, value_dim: int = 0,
+    key_dim: int = 0, value_dim: int = 0, num_householder: int = 1,
 ) -> State:  # fmt: skip
     """Zeros `[L, B, H]`; for the LSTM a pair `(c, h)` of them, in flax's order; for the
     LRU the pair `(Re h, Im h)`; for the sLSTM `(c, n, m, h)`; for a matrix-state cell its
     carry with leading axes `[L, B]` (`matrix_cells.matrix_state`, from the heads' widths)."""
     if cell in MATRIX_CELLS:
         widths = head_widths(num_hiddens, num_heads, key_dim, value_dim)
-        return matrix_state(cell, (num_layers, batch_size), *widths)
+        return matrix_state(cell, (num_layers, batch_size), *widths, num_householder)
     if cell == "slstm":
         return slstm_state((num_layers, batch_size), num_hiddens)
     h = jnp.zeros((num_layers, batch_size, num_hiddens), jnp.float32)
@@ -230,6 +237,9 @@ class RNNLayer(nn.Module):
       negative_eigenvalues: gla, mamba2, gated_deltanet, mingru, minlstm: the transition's
         eigenvalues in [-1, 1] instead of [0, 1] (Grazzi et al. 2025; `matrix_cells`,
         `linear_cells`).
+      gate_soft_cap: the mLSTM's gate pre-activations soft-capped, `c tanh(x / c)` (xLSTM
+        7B's, c = 15; 0: none).
+      num_householder: deltaproduct's Householder updates per token (n_h >= 1).
       remat: `none` or `block` (each layer of a parallel-in-time or matrix-state cell
         recomputed in the backward pass from its input); `RNNModel` also takes `chunk`.
       unroll: time steps per loop iteration of the compiled scan.
@@ -251,6 +261,8 @@ class RNNLayer(nn.Module):
     form: str = "auto"
     chunk_size: int = 0
     negative_eigenvalues: bool = False
+    gate_soft_cap: float = GATE_SOFT_CAP
+    num_householder: int = 1
     remat: str = "none"
     unroll: int = 1
     dtype: Any = jnp.float32
@@ -410,7 +422,8 @@ class RNNLayer(nn.Module):
     def _matrix(self, name, carry, x, batch_size, mask):
         """A layer of mLSTM, GLA, Mamba-2 or Gated DeltaNet (`matrix_cells`):
         `(carry, ys)`, the carry at each sequence's end."""
-        heads = {"num_heads": self.num_heads, "key_dim": self.key_dim, "value_dim": self.value_dim}
+        heads = {"num_heads": self.num_heads, "key_dim": self.key_dim, "value_dim": self.value_dim,
+                 "num_householder": self.num_householder}  # fmt: skip
         if carry is None:
             zero = zero_state(self.cell, 1, batch_size, self.num_hiddens, **heads)
             carry = jax.tree.map(lambda s: s[0], zero)
@@ -420,7 +433,7 @@ class RNNLayer(nn.Module):
         layer = layer_cls(
             self.cell, self.num_hiddens, self.vocab_size, form=self.form,
             chunk_size=self.chunk_size or CHUNK_SIZES[self.cell],
-            negative_eigenvalues=self.negative_eigenvalues,
+            negative_eigenvalues=self.negative_eigenvalues, gate_soft_cap=self.gate_soft_cap,
             dtype=self.dtype, name=name, **heads, **kernel,
         )  # fmt: skip
         return layer(carry, x, mask)
@@ -470,7 +483,8 @@ class RNNLayer(nn.Module):
         if isinstance(self.cell, str):
             return zero_state(self.cell, rows, batch_size, self.num_hiddens,
                               num_heads=self.num_heads, key_dim=self.key_dim,
-                              value_dim=self.value_dim)  # fmt: skip
+                              value_dim=self.value_dim,
+                              num_householder=self.num_householder)  # fmt: skip
         cell = make_cell(self.cell, self.num_hiddens, {}, self.dtype, None)
         carry = cell.initialize_carry(jax.random.key(0), (batch_size, self.num_hiddens))
         return jax.tree.map(lambda x: jnp.zeros((rows, *x.shape), x.dtype), carry)

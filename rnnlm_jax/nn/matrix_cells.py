@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnlm_jax.nn import chunkwise
+from rnnlm_jax.nn.attention import rotary
 from rnnlm_jax.nn.conv import CONV_WIDTH, Conv1D
 from rnnlm_jax.nn.fast_layers import project_inputs
 from rnnlm_jax.nn.recurrences import matmul
@@ -51,6 +52,7 @@ from rnnlm_jax.nn.recurrences import matmul
 Initializer = Any
 GLA_GATE_RANK = 16  # GLA's low-rank gate projection
 GLA_GATE_TEMPERATURE = 16.0  # GLA's gate_logit_normalizer
+GATE_SOFT_CAP = 15.0  # xLSTM 7B's: the mLSTM's gate pre-activations soft-capped at 15
 
 
 def head_widths(num_hiddens: int, num_heads: int, key_dim: int, value_dim: int):
@@ -64,12 +66,15 @@ def head_widths(num_hiddens: int, num_heads: int, key_dim: int, value_dim: int):
     return num_heads, key_dim or width, value_dim or width
 
 
-def matrix_state(cell: str, prefix: tuple, N: int, K: int, V: int):
+def matrix_state(cell: str, prefix: tuple, N: int, K: int, V: int, num_householder: int = 1):
     """The zero carry with leading axes `prefix` (e.g. `(L, B)`): see the module docstring."""
     zeros = lambda *shape: jnp.zeros(prefix + shape, jnp.float32)  # noqa: E731
     if cell == "mlstm":
         return zeros(N, K, V), zeros(N, K), zeros(N)
-    return zeros(N, K, V), zeros(CONV_WIDTH - 1, N * (2 * K + V))
+    if cell == "retnet":
+        return zeros(N, K, V), jnp.zeros(prefix, jnp.int32)
+    n = num_householder if cell == "deltaproduct" else 1
+    return zeros(N, K, V), zeros(CONV_WIDTH - 1, N * (K + n * (K + V)))
 
 
 def _heads(x: jax.Array, N: int) -> jax.Array:
@@ -89,9 +94,18 @@ def _dt_bias_init(key, shape, dtype=jnp.float32):
     return (dt + jnp.log(-jnp.expm1(-dt))).astype(dtype)
 
 
-def _a_log_init(key, shape, dtype=jnp.float32):
-    """Mamba-2's: log of A drawn uniformly from [1, 16]."""
-    return jnp.log(jax.random.uniform(key, shape, minval=1.0, maxval=16.0)).astype(dtype)
+def _a_log_init(key, shape, dtype=jnp.float32, low=1.0):
+    """Mamba-2's: log of A drawn uniformly from [1, 16] (`low`: the interval's start)."""
+    return jnp.log(jax.random.uniform(key, shape, minval=low, maxval=16.0)).astype(dtype)
+
+
+# Mamba-2 draws A from [1, 16]; flash-linear-attention's Gated DeltaNet (and DeltaProduct)
+# from (0, 16): the start a float32 step above 0, so its log stays finite.
+_A_LOG_INITS = {
+    "mamba2": _a_log_init,
+    "gated_deltanet": functools.partial(_a_log_init, low=float(np.finfo(np.float32).tiny)),
+    "deltaproduct": functools.partial(_a_log_init, low=float(np.finfo(np.float32).tiny)),
+}
 
 
 class MatrixLayer(nn.Module):
@@ -109,7 +123,9 @@ class MatrixLayer(nn.Module):
     form: str = "auto"
     chunk_size: int = 64
     forget_gate: str = "sigmoid"  # mlstm: sigmoid | exp
-    negative_eigenvalues: bool = False  # gla, mamba2, gated_deltanet: the range [-1, 1]
+    negative_eigenvalues: bool = False  # the range [-1, 1]: NEGATIVE_EIGENVALUE_CELLS
+    gate_soft_cap: float = GATE_SOFT_CAP  # mlstm: its gates' pre-activations (0: none)
+    num_householder: int = 1  # deltaproduct: Householder updates per token
     kernel_init: Initializer = nn.initializers.lecun_normal()
     dtype: Any = jnp.float32
 
@@ -119,11 +135,15 @@ class MatrixLayer(nn.Module):
     def _split(self) -> dict[str, int]:
         """The input projection's pieces, in order, and their widths."""
         N, K, V = self.widths()
-        pieces = {"q": N * K, "k": N * K, "v": N * V}
+        n = self.num_householder if self.cell == "deltaproduct" else 1
+        pieces = {"q": N * K, "k": n * N * K, "v": n * N * V}
         pieces |= {
             "gla": {"gate_low": GLA_GATE_RANK, "z": N * V},
             "mamba2": {"dt": N, "z": N * V},
             "gated_deltanet": {"beta": N, "a": N, "z": N * V},
+            "deltanet": {"beta": N, "z": N * V},
+            "deltaproduct": {"beta": n * N, "a": N, "z": N * V},
+            "retnet": {"z": N * V},
             "mlstm": {"igate": N, "fgate": N, "og": N * V},
         }[self.cell]
         return pieces
@@ -132,6 +152,8 @@ class MatrixLayer(nn.Module):
     def __call__(self, carry, x, mask=None):
         N, K, V = self.widths()
         T = x.shape[0]
+        if self.cell == "deltaproduct" and self.num_householder < 1:
+            raise ValueError(f"deltaproduct needs num_householder >= 1, not {self.num_householder}")
         pieces = self._split()
         D = x.shape[-1] if not jnp.issubdtype(x.dtype, jnp.integer) else self.vocab_size
         if D is None:
@@ -140,16 +162,20 @@ class MatrixLayer(nn.Module):
         proj = project_inputs(x, W, jnp.zeros((), jnp.float32), self.dtype)
         p = dict(zip(pieces, jnp.split(proj, np.cumsum(list(pieces.values()))[:-1], axis=-1)))
         lengths = None if mask is None else mask.sum(axis=0)
-        if self.cell == "mlstm":
+        if self.cell in UNCONVOLVED:
             q, k, v = p["q"], p["k"], p["v"]
         else:
             qkv, conv = Conv1D(name="conv_1d")(carry[1], jnp.concatenate(
                 [p["q"], p["k"], p["v"]], axis=-1), lengths)  # fmt: skip
-            q, k, v = jnp.split(jax.nn.silu(qkv), [N * K, 2 * N * K], axis=-1)
+            cuts = np.cumsum([p["q"].shape[-1], p["k"].shape[-1]])
+            q, k, v = jnp.split(jax.nn.silu(qkv), cuts, axis=-1)
         q, k, v = _heads(q, N), _heads(k, N), _heads(v, N)  # [B, N, T, .]
         keep = None
         if mask is not None:  # [B, N, T]
             keep = _per_head(jnp.broadcast_to(mask[..., None], mask.shape + (N,)))
+        if self.cell == "retnet":  # rotary positions on q and k, counted by the carry
+            steps = carry[1][:, None] + jnp.arange(T)[None, :]  # [B, T]
+            q, k = (rotary(a.transpose(0, 2, 1, 3), steps).transpose(0, 2, 1, 3) for a in (q, k))
         o, state = self._recurrence(carry, q, k, v, p, keep)
         o = o.transpose(2, 0, 1, 3)  # [T, B, N, V]
         o = o * jax.lax.rsqrt(jnp.mean(o * o, axis=-1, keepdims=True) + 1e-6)
@@ -157,7 +183,12 @@ class MatrixLayer(nn.Module):
         gate = jax.nn.sigmoid(p["og"]) if self.cell == "mlstm" else jax.nn.silu(p["z"])
         W_out = self.param("out", self.kernel_init, (N * V, self.features), jnp.float32)
         y = matmul(o * gate, W_out, self.dtype)
-        carry = state if self.cell == "mlstm" else (state, conv)
+        if self.cell == "mlstm":
+            carry = state
+        elif self.cell == "retnet":
+            carry = (state, carry[1] + (T if lengths is None else lengths.astype(jnp.int32)))
+        else:
+            carry = (state, conv)
         return carry, y
 
     def _recurrence(self, carry, q, k, v, p, keep):
@@ -186,35 +217,61 @@ class MatrixLayer(nn.Module):
             if keep is not None:
                 g = jnp.where(keep[..., None], g, 0.0)
             return run(q * K**-0.5, k, v, g, carry[0])
+        if self.cell == "retnet":  # fixed decays 1 - 2^(-5 - h) per head (Sun et al. 2023)
+            g = jnp.broadcast_to(retention_log_decays(N)[:, None], q.shape[:3])
+            if keep is not None:
+                g = jnp.where(keep, g, 0.0)
+            return run(q * K**-0.5, k, v, g, carry[0])
         if self.cell == "mlstm":
             b_i = self.param("igate_bias", nn.initializers.zeros_init(), (N,), jnp.float32)
             b_f = self.param("fgate_bias", lambda *_: jnp.linspace(3.0, 6.0, N), (N,))
-            log_i = _per_head(p["igate"] + b_i)
-            f = _per_head(p["fgate"] + b_f)
+            log_i = _per_head(soft_cap(p["igate"] + b_i, self.gate_soft_cap))
+            f = _per_head(soft_cap(p["fgate"] + b_f, self.gate_soft_cap))
             log_f = f if self.forget_gate == "exp" else jax.nn.log_sigmoid(f)
             if keep is not None:
                 log_i = jnp.where(keep, log_i, chunkwise.NO_INPUT)
                 log_f = jnp.where(keep, log_f, 0.0)
             return run(q, k * K**-0.5, v, log_i, log_f, carry)
-        A_log = self.param("A_log", _a_log_init, (N,))
-        dt_bias = self.param("dt_bias", _dt_bias_init, (N,))
-        raw = p["dt"] if self.cell == "mamba2" else p["a"]
-        dt = _per_head(jax.nn.softplus(raw + dt_bias))
-        g = -jnp.exp(A_log)[:, None] * dt
+        if self.cell == "deltanet":
+            g = jnp.zeros(q.shape[:3], jnp.float32)
+        else:
+            A_log = self.param("A_log", _A_LOG_INITS[self.cell], (N,))
+            dt_bias = self.param("dt_bias", _dt_bias_init, (N,))
+            raw = p["dt"] if self.cell == "mamba2" else p["a"]
+            dt = _per_head(jax.nn.softplus(raw + dt_bias))
+            g = -jnp.exp(A_log)[:, None] * dt
         if keep is not None:
             g = jnp.where(keep, g, 0.0)
         if self.cell == "mamba2":
             skip = self.param("D", nn.initializers.ones, (N,))[:, None, None] * v
             o, S = run(q, k, v * dt[..., None], g, carry[0])
             return o + skip, S
-        beta = _per_head(jax.nn.sigmoid(p["beta"]))
+        n = self.num_householder if self.cell == "deltaproduct" else 1
+        beta = _per_head(jax.nn.sigmoid(p["beta"]))  # [B, n N, T]
         if self.negative_eigenvalues:  # I - b k k^T has the eigenvalue 1 - b in [-1, 1]
             beta = 2.0 * beta
-        if keep is not None:
-            beta = jnp.where(keep, beta, 0.0)
         q = q * jax.lax.rsqrt(jnp.sum(q * q, -1, keepdims=True) + 1e-6) * K**-0.5
+        if n > 1 or self.cell == "deltaproduct":  # n keys, values and betas per token
+            B, _, T = beta.shape
+            beta = beta.reshape(B, N, n, T).transpose(0, 1, 3, 2)  # [B, N, T, n]
+            k = k.reshape(k.shape[:3] + (n, K))
+            v = v.reshape(v.shape[:3] + (n, V))
+            if keep is not None:
+                beta = jnp.where(keep[..., None], beta, 0.0)
+        elif keep is not None:
+            beta = jnp.where(keep, beta, 0.0)
         k = k * jax.lax.rsqrt(jnp.sum(k * k, -1, keepdims=True) + 1e-6)
         return run(q, k, v, beta, g, carry[0])
+
+
+def soft_cap(x: jax.Array, cap: float) -> jax.Array:
+    """`cap tanh(x / cap)` (xLSTM 7B's gate soft cap); `x` itself for `cap` 0."""
+    return cap * jnp.tanh(x / cap) if cap else x
+
+
+def retention_log_decays(num_heads: int) -> jax.Array:
+    """RetNet's fixed log decays per head, `log(1 - 2^(-5 - h))` for h = 0 .. N - 1."""
+    return jnp.log1p(-(2.0 ** (-5.0 - jnp.arange(num_heads, dtype=jnp.float32))))
 
 
 def _signed(run, q, k, v, g, S0, *, floor):
@@ -232,7 +289,11 @@ RECURRENCES = {
     "gla": chunkwise.linear_attention,
     "mamba2": chunkwise.linear_attention,
     "gated_deltanet": chunkwise.gated_delta,
+    "deltanet": chunkwise.gated_delta,
+    "deltaproduct": chunkwise.delta_product,
+    "retnet": chunkwise.linear_attention,
 }
 MATRIX_CELLS = tuple(RECURRENCES)
+UNCONVOLVED = ("mlstm", "retnet")  # the cells whose layer has no short convolution
 # Cells whose transition `negative_eigenvalues` extends to [-1, 1] (Grazzi et al. 2025).
-NEGATIVE_EIGENVALUE_CELLS = ("gla", "mamba2", "gated_deltanet")
+NEGATIVE_EIGENVALUE_CELLS = ("gla", "mamba2", "gated_deltanet", "deltanet", "deltaproduct")

@@ -20,6 +20,7 @@ from rnnlm_jax.nn.blocks import ResidualBlock, block_mixers, block_state, check_
 from rnnlm_jax.nn.head import Dense
 from rnnlm_jax.nn.initializers import INITS, head_initializers, initializers  # noqa: F401
 from rnnlm_jax.nn.layer import CELLS, RNNLayer, State, translate_deprecated, zero_state  # noqa: F401
+from rnnlm_jax.nn.matrix_cells import GATE_SOFT_CAP
 from rnnlm_jax.nn.spec import LAYER_FIELDS, ModelSpec
 
 BLOCKS = ("stack", "residual", "xlstm", "gpt")
@@ -99,6 +100,8 @@ class RNNModel(nn.Module):
     form: str = "auto"
     chunk_size: int = 0
     negative_eigenvalues: bool = False
+    gate_soft_cap: float = GATE_SOFT_CAP
+    num_householder: int = 1
     remat: str = "none"
     unroll: int = 1
     dtype: Any = jnp.float32
@@ -286,7 +289,7 @@ class RNNModel(nn.Module):
         """The zero state for `batch_size` sequences; see `RNNLayer.begin_state` (residual
         blocks: `blocks.block_state`)."""
         heads = {"num_heads": self.num_heads, "key_dim": self.key_dim,
-                 "value_dim": self.value_dim}  # fmt: skip
+                 "value_dim": self.value_dim, "num_householder": self.num_householder}  # fmt: skip
         if self.block != "stack":
             args = (batch_size, self.num_hiddens, self.block, self.conv_width,
                     self.attention_window)  # fmt: skip

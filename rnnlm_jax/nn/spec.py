@@ -43,8 +43,12 @@ class ModelSpec:
       key_dim, value_dim: a matrix-state cell's widths per head (0: H / num_heads).
       form: how a matrix-state cell runs over time: auto | recurrent | chunkwise | parallel.
       chunk_size: the chunkwise form's chunk (0: the cell's measured default).
-      negative_eigenvalues: gla, mamba2, gated_deltanet, mingru, minlstm: the transition's
-        eigenvalues in [-1, 1] instead of [0, 1] (Grazzi et al. 2025).
+      negative_eigenvalues: gla, mamba2, gated_deltanet, deltanet, deltaproduct, mingru,
+        minlstm: the transition's eigenvalues in [-1, 1] instead of [0, 1] (Grazzi et al.
+        2025).
+      gate_soft_cap: mlstm: its gate pre-activations soft-capped, `c tanh(x / c)` (xLSTM
+        7B's 15; 0: none).
+      num_householder: deltaproduct: Householder updates per token (n_h).
       remat: none | block | chunk: what the backward pass recomputes to save memory.
       unroll: time steps per iteration of the compiled loop.
       dtype: the matmuls' operand dtype, `float32` or `bfloat16`.
@@ -74,6 +78,8 @@ class ModelSpec:
     form: str = "auto"
     chunk_size: int = 0
     negative_eigenvalues: bool = False
+    gate_soft_cap: float = 15.0
+    num_householder: int = 1
     remat: str = "none"
     unroll: int = 1
     dtype: str = "float32"
@@ -95,8 +101,10 @@ class ModelSpec:
 # The fields `RNNModel` hands to its `RNNLayer` as they are.
 LAYER_FIELDS = ("cell", "num_hiddens", "num_layers", "dropout", "initializer", "init_scale",
                 "impl", "scan", "num_heads", "key_dim", "value_dim", "form", "chunk_size",
-                "negative_eigenvalues", "remat", "unroll", "dtype")  # fmt: skip
+                "negative_eigenvalues", "gate_soft_cap", "num_householder", "remat", "unroll",
+                "dtype")  # fmt: skip
 # The fields that fix the parameters' shapes: a checkpoint cannot be restored into others.
 SHAPE_FIELDS = ("cell", "block", "mlp_expansion", "conv_width", "mixers", "positions",
                 "attention_window", "num_hiddens", "num_layers",
-                "num_heads", "key_dim", "value_dim", "embed_dim", "tie_embeddings")  # fmt: skip
+                "num_heads", "key_dim", "value_dim", "num_householder", "embed_dim",
+                "tie_embeddings")  # fmt: skip
