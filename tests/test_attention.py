@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import reference_files
 from test_robustness import assert_one_error
 from test_sweeps import run_main
 
@@ -18,18 +19,12 @@ from rnnlm_jax.nn.attention import Attention, attention_state, rotary
 from rnnlm_jax.nn.models import RNNModel
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = ROOT / "tests" / "data" / "nanogpt_parity.npz"
 REGENERATE = "python benchmarks/nanogpt_parity.py --nanogpt=PATH/TO/nanoGPT (with torch)"
 SMOKE = "--config=configs/timemachine.py:smoke"
 
 
 def _fixture():
-    """The fixture's arrays; a missing or damaged file fails, saying how to write it again."""
-    try:
-        with np.load(FIXTURE) as data:
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError) as e:
-        pytest.fail(f"{FIXTURE.name} is missing or damaged ({e}); write it again: {REGENERATE}")
+    return reference_files.load("nanogpt_parity.npz", REGENERATE)
 
 
 def test_gpt_computes_what_nanogpts_model_computes_for_the_same_weights():

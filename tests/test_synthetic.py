@@ -4,12 +4,12 @@ form against a step-by-step recurrence."""
 
 import functools
 import json
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import reference_files
 from test_robustness import assert_one_error
 from test_sweeps import run_main
 
@@ -195,18 +195,13 @@ def test_slstm_equals_its_equations_halves_and_lengths():
     assert abs(p["bias"][1, 0] - 5.0) < 1e-6 and abs(p["bias"][1, -1] + 7.0) < 1e-6
 
 
-SLSTM_FIXTURE = Path(__file__).parent / "data" / "slstm_parity.npz"
-
-
 @pytest.mark.parametrize("case", ["zeros", "given"])
 def test_slstm_equals_xlstms_own_code_in_values_and_gradients(case):
     """Against xlstm's vanilla sLSTM (`benchmarks/xlstm_parity.py` wrote the file)."""
-    try:
-        with np.load(SLSTM_FIXTURE) as data:
-            f = {k[len(case) + 1 :]: data[k] for k in data.files if k.startswith(case + "/")}
-    except (OSError, ValueError) as e:
-        pytest.fail(f"{SLSTM_FIXTURE.name} is missing or damaged ({e}); write it again: python "
-                    "benchmarks/xlstm_parity.py --xlstm=PATH/TO/xlstm (with torch)")  # fmt: skip
+    data = reference_files.load(
+        "slstm_parity.npz", "python benchmarks/xlstm_parity.py --xlstm=PATH/TO/xlstm (with torch)"
+    )
+    f = {k[len(case) + 1 :]: v for k, v in data.items() if k.startswith(case + "/")}
     T, B, D = f["x"].shape
     N, four_d, d = f["R"].shape
     H = N * d
