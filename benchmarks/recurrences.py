@@ -29,7 +29,7 @@ model's natural context (ours: one stream, the state carried; nanoGPT: a sliding
 cell, from freshly initialised 1 x 256 models (the work does not depend on the weights).
 `scans`: `linear_scan` alone, forward and backward, at `[T, B, H]`, by each scan: the
 time and the bytes XLA's cost analysis counts.
-`matrix`: each matrix-state cell (mlstm, gla, mamba2, gated_deltanet) at B 8, 4 heads of
+`matrix`: each matrix-state cell (`MATRIX`; deltaproduct with 2 updates a token) at B 8, 4 heads of
 width 64 (H 256), T 256, 1024, 4096: forward + backward milliseconds of the recurrence alone
 and of the whole layer (projections, convolution, norm, gates), in every form, the chunkwise
 one at chunks of 16 to 128, the forms alternated within each of `--repeats` rounds in one
@@ -61,7 +61,7 @@ sys.path.insert(0, str(ROOT))
 
 CLASSIC = ("lstm", "gru")
 LINEAR = ("mingru", "minlstm", "rglru", "lru")
-MATRIX = ("mlstm", "gla", "mamba2", "gated_deltanet")
+MATRIX = ("mlstm", "gla", "mamba2", "gated_deltanet", "deltanet", "deltaproduct", "retnet")
 NANOGPT_CPU = 1.88  # nanoGPT README: shakespeare_char on a CPU, "a loss of only 1.88"
 
 
@@ -395,6 +395,7 @@ def _recurrence_inputs(cell: str, B: int, N: int, T: int, K: int):
     import jax.numpy as jnp
 
     from rnnlm_jax.nn import chunkwise
+    from rnnlm_jax.nn.matrix_cells import retention_log_decays
 
     ks = jax.random.split(jax.random.key(0), 6)
     q, k, v = (jax.random.normal(ks[i], (B, N, T, K)) for i in range(3))
@@ -406,9 +407,19 @@ def _recurrence_inputs(cell: str, B: int, N: int, T: int, K: int):
         return (lambda *a, f, c: chunkwise.linear_attention(*a, f, c)), (q * K**-0.5, k, v, g, S)
     if cell == "mamba2":
         return (lambda *a, f, c: chunkwise.linear_attention(*a, f, c)), (q, k, v, g, S)
-    if cell == "gated_deltanet":
-        beta = jax.nn.sigmoid(jax.random.normal(ks[5], (B, N, T)))
+    if cell == "retnet":
+        g = jnp.broadcast_to(retention_log_decays(N)[:, None], (B, N, T))
+        return (lambda *a, f, c: chunkwise.linear_attention(*a, f, c)), (q * K**-0.5, k, v, g, S)
+    beta = jax.nn.sigmoid(jax.random.normal(ks[5], (B, N, T)))
+    if cell in ("gated_deltanet", "deltanet"):
+        g = g if cell == "gated_deltanet" else jnp.zeros_like(g)
         return (lambda *a, f, c: chunkwise.gated_delta(*a, f, c)), (q * K**-0.5, k, v, beta, g, S)
+    if cell == "deltaproduct":  # two Householder updates per token
+        k2 = jnp.stack([k, jnp.roll(k, 1, axis=2)], axis=3)
+        v2 = jnp.stack([v, jnp.roll(v, 1, axis=2)], axis=3)
+        beta2 = jnp.stack([beta, jnp.roll(beta, 1, axis=2)], axis=3)
+        return (lambda *a, f, c: chunkwise.delta_product(*a, f, c)), (q * K**-0.5, k2, v2, beta2,
+                                                                       g, S)  # fmt: skip
     log_i = jax.random.normal(ks[5], (B, N, T))
     state = (S, jnp.zeros((B, N, K)), jnp.zeros((B, N)))
 
@@ -439,8 +450,9 @@ def matrix_child(cell: str, T: int, repeats: int, chunks: list[int]) -> dict:
             out, final = fn(*a, f=form, c=max(chunk, 1))
             return jnp.sum(out**2) + sum(jnp.sum(s**2) for s in jax.tree.leaves(final))
 
-        layer = MatrixLayer(cell, H, num_heads=N, form=form, chunk_size=max(chunk, 1))
-        carry = matrix_state(cell, (B,), N, K, K)
+        layer = MatrixLayer(cell, H, num_heads=N, form=form, chunk_size=max(chunk, 1),
+                            num_householder=2)  # fmt: skip
+        carry = matrix_state(cell, (B,), N, K, K, 2)
         params = layer.init(jax.random.key(2), carry, x[:8])
 
         def layer_loss(params, x, layer=layer, carry=carry):

@@ -60,7 +60,7 @@ if TYPE_CHECKING:  # what a type checker sees of the names loaded on first use
 
 _compat.install()  # the module paths of the previous release, deprecated
 __all__ = sorted(_EXPORTS)
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 
 def __getattr__(name: str):

@@ -2,11 +2,14 @@
 cache is reused when it matches and rebuilt (said on one line) when it does not, two
 builds at once do not corrupt each other, and bad text is one `DataError`."""
 
+import array
 import errno
+import fcntl
 import json
 import logging
 import multiprocessing
 import os
+import time
 
 import numpy as np
 import pytest
@@ -146,34 +149,96 @@ def _build_in_process(path, folder, queue):
     queue.put(np.asarray(tf.ids).tobytes())
 
 
+def _holds_open(pid: int, path) -> bool:
+    """Whether process `pid` has `path` open (Linux's /proc)."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    return any(os.path.realpath(f"/proc/{pid}/fd/{fd}") == str(path) for fd in fds)
+
+
 def test_two_runs_building_at_once_do_not_corrupt_each_other(tmp_path):
+    """Both runs are made to meet at the lock: the test holds it until both have opened
+    it, then lets them go."""
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs Linux's /proc to see both runs waiting at the lock")
     path = tmp_path / "big.txt"
     path.write_text(TEXT * 40)
+    folder = tmp_path / "c"
+    folder.mkdir()
+    lock = folder / ".c.lock"
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_build_in_process, args=(path, tmp_path / "c", queue))
+    procs = [ctx.Process(target=_build_in_process, args=(path, folder, queue), daemon=True)
              for _ in range(2)]  # fmt: skip
-    for p in procs:
-        p.start()
-    results = [queue.get(timeout=120) for _ in procs]
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
+    try:
+        with open(lock, "a+b") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            for p in procs:
+                p.start()
+            deadline = time.monotonic() + 120
+            while not all(_holds_open(p.pid, lock) for p in procs):
+                assert time.monotonic() < deadline, "the runs never reached the lock"
+                assert all(p.is_alive() for p in procs)
+                time.sleep(0.05)
+            time.sleep(0.5)  # time enough to tokenize this text, were either not waiting
+            assert all(p.is_alive() for p in procs)
+            assert sorted(os.listdir(folder)) == [".c.lock"]  # neither has built: both wait
+            fcntl.flock(held, fcntl.LOCK_UN)
+        results = [queue.get(timeout=120) for _ in procs]
+        for p in procs:
+            p.join(60)
+            assert p.exitcode == 0
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
     assert results[0] == results[1]
     tf = build(path, tmp_path / "c", token="word")  # whole and valid
     assert np.asarray(tf.ids).tobytes() == results[0]
 
 
-def test_a_read_only_data_folder_puts_the_token_file_in_the_next(text_file, tmp_path):
+FS_IOC_GETFLAGS, FS_IOC_SETFLAGS, FS_IMMUTABLE_FL = 0x80086601, 0x40086602, 0x10
+
+
+def _immutable(folder, on: bool) -> None:
+    """Sets or clears the folder's immutable attribute (chattr +i): unlike its mode bits,
+    root cannot write into it either."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        flags = array.array("i", [0])
+        fcntl.ioctl(fd, FS_IOC_GETFLAGS, flags, True)
+        flags[0] = flags[0] | FS_IMMUTABLE_FL if on else flags[0] & ~FS_IMMUTABLE_FL
+        fcntl.ioctl(fd, FS_IOC_SETFLAGS, flags)
+    finally:
+        os.close(fd)
+
+
+def test_a_read_only_data_folder_puts_the_token_file_in_the_next(tmp_path):
+    """Read-only by its mode bits for a user; immutable for root (as CI runs), which the
+    mode bits do not stop."""
+    data = tmp_path / "data"
+    data.mkdir()
+    text_file = data / "corpus.txt"
+    text_file.write_bytes(TEXT.encode("utf-8"))
     if os.geteuid() == 0:
-        pytest.skip("root writes into read-only folders")
-    os.chmod(text_file.parent, 0o555)
+        try:
+            _immutable(data, True)
+        except OSError as e:
+            pytest.skip(f"root, and this file system cannot make a folder immutable ({e})")
+    else:
+        os.chmod(data, 0o555)
     try:
         tf = tokenfiles.open_or_build([Part("all", text_file)], Settings(), "c",
-                                      [text_file.parent, tmp_path / "w" / "tokens"])  # fmt: skip
+                                      [data, tmp_path / "w" / "tokens"])  # fmt: skip
     finally:
-        os.chmod(text_file.parent, 0o755)
+        if os.geteuid() == 0:
+            _immutable(data, False)
+        else:
+            os.chmod(data, 0o755)
     assert tf.path.parent == tmp_path / "w" / "tokens"
+    assert sorted(p.name for p in data.iterdir()) == ["corpus.txt"]
 
 
 def test_an_unwritable_first_folder_falls_through(text_file, tmp_path):

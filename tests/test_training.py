@@ -1,5 +1,7 @@
 """The clipped-SGD step, the epoch loop and a short run on the real text."""
 
+import json
+import logging
 import math
 
 import jax
@@ -65,24 +67,29 @@ def test_carry_gradient_is_stopped():
 
 
 @pytest.mark.parametrize("steps_per_chunk", [0, 3])
-def test_the_chunk_program_compiles_once_over_a_run(tmp_path, monkeypatch, steps_per_chunk):
-    """A whole `train_and_evaluate` run traces the chunk program once (no recompiles): the
+def test_the_chunk_program_compiles_once_over_a_run(tmp_path, steps_per_chunk):
+    """A whole `train_and_evaluate` run compiles the chunk program once (no recompiles): the
     smoke config's epoch is one chunk, or chunks of 3, 3 and 1 minibatches, the last padded
-    to 3 (`train_chunk`'s `steps`)."""
-    from rnnlm_jax.train import step
-
-    traces = []
-
-    def counted(*args, **kwargs):
-        traces.append(1)
-        return train._train_chunk(*args, **kwargs)
-
-    jitted = jax.jit(counted, donate_argnums=0, static_argnames=("reset_each_batch", "state_reset"))
-    monkeypatch.setattr(step, "train_chunk", jitted)
+    to 3 (`train_chunk`'s `steps`). Counted as XLA compilations of the package's own jitted
+    `train_chunk` (JAX's compile log), so its own static and donated arguments are tested."""
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    jax_logger = logging.getLogger("jax")  # its own handlers: the records need not propagate
+    jax.clear_caches()
     config = timemachine.get_config("smoke")
     config.num_epochs, config.steps_per_chunk = 5, steps_per_chunk
-    result = experiment.train_and_evaluate(config, str(tmp_path))
-    assert int(result["state"].step) == 5 * 7 and len(traces) == 1
+    jax_logger.addHandler(handler)
+    jax.config.update("jax_log_compiles", True)  # global: the run loop compiles in a thread
+    try:
+        result = experiment.train_and_evaluate(config, str(tmp_path))
+    finally:
+        jax.config.update("jax_log_compiles", False)
+        jax_logger.removeHandler(handler)
+    assert int(result["state"].step) == 5 * 7
+    compiled = [r for r in records
+                if "Finished XLA compilation of jit(_train_chunk)" in r.getMessage()]  # fmt: skip
+    assert len(compiled) == 1, len(compiled)
 
 
 def test_a_padded_chunk_trains_only_its_first_steps(corpus_vocab):
@@ -176,6 +183,68 @@ def test_state_reset_zeroes_random_rows_and_the_chunk_equals_the_step_loop(corpu
     # The same key and step draw the same rows: a resumed run resets the same ones.
     a, b = (np.asarray(reset_rows(s2, carry, begin, 0.5)) for _ in range(2))
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kind", ["lstm pair", "conv window"])
+def test_state_reset_draws_its_rows_from_the_key_and_step_for_every_state(kind):
+    """The rows `reset_rows` resets at step t are `bernoulli(fold_in(fold_in(dropout key,
+    RESET_STREAM), t), p)`, written here from the spec, not from the code: they change with
+    the step, and every leaf of a row (the LSTM's (c, h); a residual block's state and its
+    convolution window) is reset together to the begin state, which need not be zeros."""
+    from rnnlm_jax.train.step import RESET_STREAM, reset_rows
+
+    if kind == "lstm pair":
+        model = RNNModel(vocab_size=11, cell="lstm", num_hiddens=8)
+    else:
+        model = RNNModel(vocab_size=11, cell="mingru", block="residual", conv_width=4,
+                         num_hiddens=8, num_layers=2)  # fmt: skip
+    B = 16
+    state = train.create_train_state(model, jax.random.key(3), 1.0, 1.0, B, 5)
+    begin = jax.tree.map(lambda s: s - 2.0, model.begin_state(B))  # not zeros
+    carry = jax.tree.map(lambda s: s + jnp.arange(1.0, B + 1.0).reshape(1, B, *[1] * (s.ndim - 2)),
+                         model.begin_state(B))  # fmt: skip
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.dropout_key), RESET_STREAM)
+    patterns = []
+    for t in range(6):
+        at = state.replace(step=t)
+        want = np.asarray(jax.random.bernoulli(jax.random.fold_in(key, t), 0.5, (B,)))
+        got = reset_rows(at, carry, begin, 0.5)
+        for new, kept, start in zip(jax.tree.leaves(got), jax.tree.leaves(carry),
+                                    jax.tree.leaves(begin)):  # fmt: skip
+            rows = np.moveaxis(np.asarray(new), 1, 0).reshape(B, -1)
+            np.testing.assert_array_equal(rows[want], np.moveaxis(np.asarray(start), 1, 0)
+                                          .reshape(B, -1)[want])  # fmt: skip
+            np.testing.assert_array_equal(rows[~want], np.moveaxis(np.asarray(kept), 1, 0)
+                                          .reshape(B, -1)[~want])  # fmt: skip
+        patterns.append(tuple(want))
+    assert len(set(patterns)) > 1  # the step is in the key
+
+
+def test_state_reset_through_main_changes_training_and_resumes_alike(tmp_path):
+    """`--config.state_reset` reaches the run: its loss differs from the run without, and
+    a run stopped and resumed ends as the uninterrupted one (the rows come from the key and
+    step alone)."""
+    from test_sweeps import run_main
+
+    smoke = ("--config=configs/timemachine.py:smoke", "--config.num_epochs=4",
+             "--config.checkpoint_every_epochs=1")  # fmt: skip
+    runs = {}
+    for name, extra in [("plain", ()), ("reset", ("--config.state_reset=0.5",))]:
+        r = run_main(*smoke, *extra, f"--workdir={tmp_path / name}")
+        assert r.returncode == 0, r.stderr
+        runs[name] = [json.loads(x) for x in (tmp_path / name / "metrics.jsonl").read_text()
+                      .splitlines()]  # fmt: skip
+    resumed = tmp_path / "resumed"
+    r = run_main(
+        *smoke, "--config.state_reset=0.5", "--config.num_epochs=2", f"--workdir={resumed}"
+    )
+    assert r.returncode == 0, r.stderr
+    r = run_main(*smoke, "--config.state_reset=0.5", f"--workdir={resumed}")
+    assert r.returncode == 0, r.stderr
+    last = [json.loads(x) for x in (resumed / "metrics.jsonl").read_text().splitlines()]
+    key = "train_perplexity" if "train_perplexity" in runs["plain"][-1] else "train_loss"
+    assert runs["plain"][-1][key] != runs["reset"][-1][key]
+    assert abs(last[-1][key] - runs["reset"][-1][key]) < 1e-5 * abs(runs["reset"][-1][key])
 
 
 def test_state_reset_needs_sequential_partitioning():
