@@ -7,7 +7,8 @@ not JAX; `tests/test_matrix_parity.py` reads the file with no torch).
 
 The references, loaded by path, not copied (the `fla.ops` package itself imports triton,
 which a CPU lacks; these files import only torch and einops):
-  gla             fla/ops/gla/naive.py                naive_recurrent_gla
+  gla, hgrn2      fla/ops/gla/naive.py                naive_recurrent_gla (HGRN2: its key
+                                                      1 - the forget gate, as fla's layer)
   mamba2          fla/ops/simple_gla/naive.py         naive_recurrent_simple_gla (scale 1:
                                                       Mamba-2's SSD with one decay per head)
   gated_deltanet  fla/ops/gated_delta_rule/naive.py   naive_recurrent_gated_delta_rule
@@ -106,6 +107,16 @@ def cases(torch, g, xlstm: Path):
 
     x = base() | {"g": logsigmoid(randn(B, N, T, K, scale=2.0)).clamp(min=-4.0)}
     out["gla"] = (
+        x,
+        lambda a: mods["gla"].naive_recurrent_gla(
+            bt(a["q"]), bt(a["k"]), bt(a["v"]), bt(a["g"]), a["S0"], output_final_state=True
+        ),
+    )
+
+    # HGRN2: GLA whose key is 1 - its forget gate (fla's HGRN2 layer calls GLA so)
+    x = base() | {"g": logsigmoid(randn(B, N, T, K, scale=2.0)).clamp(min=-4.0)}
+    x["k"] = -torch.expm1(x["g"])
+    out["hgrn2"] = (
         x,
         lambda a: mods["gla"].naive_recurrent_gla(
             bt(a["q"]), bt(a["k"]), bt(a["v"]), bt(a["g"]), a["S0"], output_final_state=True

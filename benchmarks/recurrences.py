@@ -61,7 +61,8 @@ sys.path.insert(0, str(ROOT))
 
 CLASSIC = ("lstm", "gru")
 LINEAR = ("mingru", "minlstm", "rglru", "lru")
-MATRIX = ("mlstm", "gla", "mamba2", "gated_deltanet", "deltanet", "deltaproduct", "retnet")
+MATRIX = ("mlstm", "gla", "mamba2", "gated_deltanet", "deltanet", "deltaproduct", "retnet",
+          "hgrn2")  # fmt: skip
 NANOGPT_CPU = 1.88  # nanoGPT README: shakespeare_char on a CPU, "a loss of only 1.88"
 
 
@@ -402,8 +403,9 @@ def _recurrence_inputs(cell: str, B: int, N: int, T: int, K: int):
     k = k / jnp.linalg.norm(k, axis=-1, keepdims=True)
     g = -jax.nn.softplus(jax.random.normal(ks[3], (B, N, T)) + 2.0)
     S = 0.1 * jax.random.normal(ks[4], (B, N, K, K))
-    if cell == "gla":
+    if cell in ("gla", "hgrn2"):  # HGRN2's key: 1 - its forget gate
         g = jnp.maximum(-jax.nn.softplus(jax.random.normal(ks[3], (B, N, T, K)) + 2.0), -4.0)
+        k = -jnp.expm1(g) if cell == "hgrn2" else k
         return (lambda *a, f, c: chunkwise.linear_attention(*a, f, c)), (q * K**-0.5, k, v, g, S)
     if cell == "mamba2":
         return (lambda *a, f, c: chunkwise.linear_attention(*a, f, c)), (q, k, v, g, S)

@@ -1,5 +1,5 @@
 """The matrix-state recurrences (mLSTM, GLA, Mamba-2, Gated DeltaNet, DeltaNet, DeltaProduct,
-RetNet): every form against a
+RetNet, HGRN2): every form against a
 step-by-step reference written from the papers' equations, the forms against each other in
 values and gradients, and the layer's contract (carried state, `seq_lengths`, layouts,
 generation token by token, bad input)."""
@@ -128,6 +128,9 @@ def _cases():
             lambda: reference_delta_product(q, k2, v2, beta2, g_head, S0)),
         "retnet": (lambda f, c: chunkwise.linear_attention(q, k, v, retention, S0, f, c),
                    lambda: reference_gla(q, k, v, retention, S0)),
+        # HGRN2: GLA whose key is 1 - its forget gate
+        "hgrn2": (lambda f, c: chunkwise.linear_attention(q, -jnp.expm1(g_key), v, g_key, S0, f, c),
+                  lambda: reference_gla(q, -np.expm1(g_key), v, g_key, S0)),
     }  # fmt: skip
 
 

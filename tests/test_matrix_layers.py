@@ -51,7 +51,7 @@ def _unit(x):
     return x / np.sqrt(np.sum(x * x, -1, keepdims=True) + 1e-6)
 
 
-def reference_layer(cell, params, x, carry, n_h=2, cap=15.0):
+def reference_layer(cell, params, x, carry, n_h=2, cap=15.0, lower_bound=None):
     """The layer's output `[T, B, H]` and final matrix state, in float64, from the paper's
     and the layer's equations (matrix_cells' docstring)."""
     p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
@@ -63,11 +63,12 @@ def reference_layer(cell, params, x, carry, n_h=2, cap=15.0):
                "gated_deltanet": {"beta": N, "a": N, "z": N * V},
                "deltanet": {"beta": N, "z": N * V},
                "deltaproduct": {"beta": n * N, "a": N, "z": N * V}, "retnet": {"z": N * V},
+               "hgrn2": {},
                "mlstm": {"igate": N, "fgate": N, "og": N * V}}[cell]  # fmt: skip
     proj = x @ p["in_proj"]
     pieces = dict(zip(widths, np.split(proj, np.cumsum(list(widths.values()))[:-1], -1)))
     q, k, v = pieces["q"], pieces["k"], pieces["v"]
-    if cell not in ("mlstm", "retnet"):  # the causal depthwise convolution, then SiLU
+    if cell not in ("mlstm", "retnet", "hgrn2"):  # the causal depthwise convolution, then SiLU
         qkv = np.concatenate([q, k, v], -1)
         ext = np.concatenate([np.swapaxes(np.asarray(carry[1], np.float64), 0, 1), qkv])
         w, b = p["conv_1d"]["w"], p["conv_1d"]["b"]
@@ -81,6 +82,13 @@ def reference_layer(cell, params, x, carry, n_h=2, cap=15.0):
         q, k = _rotary(q, positions), _rotary(k, positions)
         g = np.broadcast_to(np.log(1 - 2.0 ** (-5.0 - np.arange(N)))[:, None], (B, N, T))
         o, S = reference_gla(q * K**-0.5, k, v, g, S0)
+    elif cell == "hgrn2":  # HGRN2 (Qin et al. 2024): f >= the lower bound, its key 1 - f
+        f = _sigmoid(pieces["k"])
+        if lower_bound is not None:
+            f = lower_bound + (1 - lower_bound) * f
+        g = np.maximum(np.log(f), -4.0)
+        o, S = reference_gla(_heads(_silu(pieces["q"])) * K**-0.5, _heads(1 - np.exp(g)), v,
+                             _heads(g), S0)  # fmt: skip
     elif cell == "gla":
         g = np.log(_sigmoid(pieces["gate_low"] @ p["gate_up"] + p["gate_bias"])) / 16.0
         o, S = reference_gla(q * K**-0.5, k, v, _heads(np.maximum(g, -4.0)), S0)
@@ -108,10 +116,13 @@ def reference_layer(cell, params, x, carry, n_h=2, cap=15.0):
             else:
                 o, S = reference_gated_delta(q, _unit(k), v, beta, g, S0)
     o = o.transpose(2, 0, 1, 3)
+    if cell == "hgrn2":  # one norm over every head, no output gate
+        o = o.reshape(T, B, N * V)
     o = o / np.sqrt(np.mean(o * o, -1, keepdims=True) + 1e-6)
     o = o.reshape(T, B, N * V) * p["norm_scale"]
-    gate = _sigmoid(pieces["og"]) if cell == "mlstm" else _silu(pieces["z"])
-    return (o * gate) @ p["out"], S
+    if cell != "hgrn2":
+        o = o * (_sigmoid(pieces["og"]) if cell == "mlstm" else _silu(pieces["z"]))
+    return o @ p["out"], S
 
 
 def _layer_case(cell, seed=0, **kw):
@@ -138,6 +149,8 @@ def layer_carry(cell, key):
         return S, 0.3 * jnp.ones((B, N, K)), jnp.zeros((B, N))
     if cell == "retnet":
         return S, jnp.array([5, 11], jnp.int32)
+    if cell == "hgrn2":
+        return (S,)
     n = 2 if cell == "deltaproduct" else 1
     return S, 0.5 * jax.random.normal(ks[1], (B, 3, N * (K + n * (K + V))))
 
@@ -154,6 +167,27 @@ def test_the_layer_computes_its_equations(cell, form):
         m = np.asarray(layer.apply({"params": params}, carry, x)[0][2], np.float64)
         state = np.asarray(state, np.float64) * np.exp(m)[..., None, None]
     assert rel(state, want_state) < 1e-5, cell
+
+
+def test_hgrn2_forget_gates_keep_to_the_lower_bound_given():
+    layer, params, x, carry = _layer_case("hgrn2")
+    bound = jnp.linspace(0.1, 0.9, H // N * N)
+    (state,), y = layer.apply({"params": params}, carry, x, None, bound)
+    want_y, want_state = reference_layer("hgrn2", params, x, carry, lower_bound=np.asarray(bound))
+    assert np.max(np.abs(np.asarray(y) - want_y)) / np.max(np.abs(want_y)) < 1e-5
+    assert np.max(np.abs(np.asarray(state) - want_state)) / np.max(np.abs(want_state)) < 1e-5
+    free = layer.apply({"params": params}, carry, x)[1]
+    assert np.max(np.abs(np.asarray(free) - np.asarray(y))) > 1e-3  # the bound matters
+
+
+def test_hgrn2s_bounds_rise_with_depth_from_zero():
+    from rnnlm_jax.nn.layer import hgrn2_lower_bounds
+
+    logits = jax.random.normal(jax.random.key(0), (4, 6))
+    bounds = np.asarray(hgrn2_lower_bounds(logits))
+    assert np.all(bounds[0] == 0) and np.all(np.diff(bounds, axis=0) > 0) and np.all(bounds < 1)
+    p = np.exp(logits) / np.exp(logits).sum(0)
+    np.testing.assert_allclose(bounds, np.cumsum(p, 0) - p[0], atol=1e-6)
 
 
 def test_the_mlstm_gates_are_soft_capped_as_xlstm_7b():

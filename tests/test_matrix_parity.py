@@ -18,7 +18,7 @@ from rnnlm_jax.nn import chunkwise
 
 REGENERATE = ("pip install torch fla-core; python benchmarks/matrix_parity.py "
               "--xlstm=PATH/TO/xlstm (docs/recurrences.md)")  # fmt: skip
-CELLS = ("gla", "mamba2", "gated_deltanet", "deltanet", "deltaproduct", "retnet", "mlstm")
+CELLS = ("gla", "mamba2", "gated_deltanet", "deltanet", "deltaproduct", "retnet", "hgrn2", "mlstm")
 FORMS = [("recurrent", 8), ("chunkwise", 8), ("chunkwise", 16), ("parallel", 8)]
 TOLERANCE = {"float64": (1e-10, 1e-10), "float32": (1e-4, 1e-3)}  # (values, gradients)
 
@@ -34,7 +34,7 @@ def _run(cell, a, form, chunk):
     """Our recurrence on the fixture's inputs, as the layer calls it: `(o, state leaves)`."""
     q, k, v, S0 = a["q"], a["k"], a["v"], a["S0"]
     scale = q.shape[-1] ** -0.5
-    if cell == "gla" or cell == "retnet":
+    if cell in ("gla", "retnet", "hgrn2"):
         return chunkwise.linear_attention(q * scale, k, v, a["g"], S0, form, chunk)
     if cell == "mamba2":
         return chunkwise.linear_attention(q, k, v, a["g"], S0, form, chunk)

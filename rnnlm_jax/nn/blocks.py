@@ -188,7 +188,7 @@ class ResidualBlock(nn.Module):
     out_init: Any = None  # attention's and the gpt MLP's output projections (None: kernel_init)
 
     @nn.compact
-    def __call__(self, x, state, deterministic: bool = True):
+    def __call__(self, x, state, deterministic: bool = True, lower_bound=None):
         H = x.shape[-1]
         layer = dict(self.layer or {})
         drop = nn.Dropout(self.dropout)
@@ -232,7 +232,7 @@ class ResidualBlock(nn.Module):
         else:
             rnn = RNNLayer(cell=self.cell, num_hiddens=H, num_layers=1, dtype=self.dtype,
                            name="recurrence", **layer)  # fmt: skip
-            h, state = rnn(h, jax.tree.map(lambda s: s[None], state))
+            h, state = rnn(h, jax.tree.map(lambda s: s[None], state), lower_bound=lower_bound)
             state = jax.tree.map(lambda s: s[0], state)
         if self.conv_width:
             state = (state, window)

@@ -73,7 +73,7 @@ NAMED_CELLS = (*CELLS, "slstm", *LINEAR_CELLS, *MATRIX_CELLS)  # every cell by n
 # The chunkwise form's chunk per cell, the fastest forward + backward at T 1024 on 2 CPU
 # cores (`benchmarks/recurrences.py matrix`, docs/recurrences.md).
 CHUNK_SIZES = {"mlstm": 64, "gla": 32, "mamba2": 64, "gated_deltanet": 32, "deltanet": 32,
-               "deltaproduct": 16, "retnet": 64}  # fmt: skip
+               "deltaproduct": 16, "retnet": 64, "hgrn2": 32}  # fmt: skip
 PAIRED = ("lstm", "lru")  # cells whose state is a pair of [L, B, H] arrays
 # Cells whose transition `negative_eigenvalues` widens to [-1, 1] (Grazzi et al. 2025).
 NEGATIVE_EIGENVALUE_CELLS = (
@@ -98,6 +98,14 @@ def zero_state(
         return slstm_state((num_layers, batch_size), num_hiddens)
     h = jnp.zeros((num_layers, batch_size, num_hiddens), jnp.float32)
     return (h, h) if cell in PAIRED else h
+
+
+def hgrn2_lower_bounds(logits: jax.Array) -> jax.Array:
+    """HGRN2's forget-gate lower bounds per layer from `logits [L, D]`: the softmax over
+    layers, summed up to each layer, less the first layer's (so 0 for the first layer and
+    rising with depth)."""
+    p = jax.nn.softmax(logits, axis=0)
+    return jnp.cumsum(p, axis=0) - p[0]
 
 
 def make_cell(cell: Callable, features: int, inits: dict, dtype: Any, name: str) -> nn.Module:
@@ -292,6 +300,7 @@ class RNNLayer(nn.Module):
         *,
         seq_lengths: jax.Array | None = None,
         return_all_layers: bool = False,
+        lower_bound: jax.Array | None = None,
     ) -> tuple[Any, State]:
         """Runs the stack over a batch of sequences.
 
@@ -306,6 +315,9 @@ class RNNLayer(nn.Module):
             last valid step (the initial state for length 0); the reverse direction reads
             each sequence backwards from its last valid step.
           return_all_layers: return every layer's sequence instead of the last layer's.
+          lower_bound: hgrn2 in a residual block: the forget gates' lower bound `[N K]` the
+            model gives this layer (HGRN2's, shared over the layers); a stack of hgrn2
+            layers keeps its own (`lower_bounds`).
 
         Returns:
           `(outputs, state)`: the last layer's hidden states `[T, B, K*H]` (float32;
@@ -336,6 +348,12 @@ class RNNLayer(nn.Module):
         matrix = self.cell in MATRIX_CELLS  # its carry stays put past a sequence's end
         need_carries = (seq_lengths is not None and not matrix) or return_all_layers
         directions = 2 if self.bidirectional else 1
+        bounds = None
+        if self.cell == "hgrn2" and lower_bound is None and self.num_layers > 1:
+            N, K, _ = head_widths(self.num_hiddens, self.num_heads, self.key_dim, self.value_dim)
+            shape = (self.num_layers, N * K)
+            logits = self.param("lower_bounds", nn.initializers.zeros_init(), shape, jnp.float32)
+            bounds = hgrn2_lower_bounds(logits)
         layers, final = [], []
         for layer in range(self.num_layers):
             if layer > 0 and self.dropout > 0:
@@ -350,7 +368,8 @@ class RNNLayer(nn.Module):
                 carry0 = None if state is None else jax.tree.map(lambda s, i=index: s[i], state)
                 xk = _flip(x, seq_lengths) if k else x
                 if matrix:
-                    carry, y = self._matrix(name, carry0, xk, B, mask)
+                    bound = lower_bound if bounds is None or layer == 0 else bounds[layer]
+                    carry, y = self._matrix(name, carry0, xk, B, mask, bound)
                     carries = y  # its outputs: the carry of every step would be [T, B, N, K, V]
                 else:
                     carry, y, carries = self._direction(name, carry0, xk, B, need_carries)
@@ -419,7 +438,7 @@ class RNNLayer(nn.Module):
             )
         return _scan_cell(cell, carry, x, self.unroll, need_carries)
 
-    def _matrix(self, name, carry, x, batch_size, mask):
+    def _matrix(self, name, carry, x, batch_size, mask, lower_bound=None):
         """A layer of mLSTM, GLA, Mamba-2 or Gated DeltaNet (`matrix_cells`):
         `(carry, ys)`, the carry at each sequence's end."""
         heads = {"num_heads": self.num_heads, "key_dim": self.key_dim, "value_dim": self.value_dim,
@@ -436,7 +455,7 @@ class RNNLayer(nn.Module):
             negative_eigenvalues=self.negative_eigenvalues, gate_soft_cap=self.gate_soft_cap,
             dtype=self.dtype, name=name, **heads, **kernel,
         )  # fmt: skip
-        return layer(carry, x, mask)
+        return layer(carry, x, mask, lower_bound)
 
     def _linear(self, name, carry, x, batch_size, inits, need_carries):
         """A layer of minGRU, minLSTM, RG-LRU or LRU (`linear_cells`), run by `scan`."""

@@ -73,6 +73,8 @@ def matrix_state(cell: str, prefix: tuple, N: int, K: int, V: int, num_household
         return zeros(N, K, V), zeros(N, K), zeros(N)
     if cell == "retnet":
         return zeros(N, K, V), jnp.zeros(prefix, jnp.int32)
+    if cell == "hgrn2":
+        return (zeros(N, K, V),)
     n = num_householder if cell == "deltaproduct" else 1
     return zeros(N, K, V), zeros(CONV_WIDTH - 1, N * (K + n * (K + V)))
 
@@ -144,12 +146,13 @@ class MatrixLayer(nn.Module):
             "deltanet": {"beta": N, "z": N * V},
             "deltaproduct": {"beta": n * N, "a": N, "z": N * V},
             "retnet": {"z": N * V},
+            "hgrn2": {},  # q, its forget gates as "k", its input as "v"
             "mlstm": {"igate": N, "fgate": N, "og": N * V},
         }[self.cell]
         return pieces
 
     @nn.compact
-    def __call__(self, carry, x, mask=None):
+    def __call__(self, carry, x, mask=None, lower_bound=None):
         N, K, V = self.widths()
         T = x.shape[0]
         if self.cell == "deltaproduct" and self.num_householder < 1:
@@ -176,22 +179,27 @@ class MatrixLayer(nn.Module):
         if self.cell == "retnet":  # rotary positions on q and k, counted by the carry
             steps = carry[1][:, None] + jnp.arange(T)[None, :]  # [B, T]
             q, k = (rotary(a.transpose(0, 2, 1, 3), steps).transpose(0, 2, 1, 3) for a in (q, k))
-        o, state = self._recurrence(carry, q, k, v, p, keep)
+        o, state = self._recurrence(carry, q, k, v, p, keep, lower_bound)
         o = o.transpose(2, 0, 1, 3)  # [T, B, N, V]
+        if self.cell == "hgrn2":  # one RMSNorm over every head, no output gate (HGRN2's)
+            o = o.reshape(T, -1, N * V)
         o = o * jax.lax.rsqrt(jnp.mean(o * o, axis=-1, keepdims=True) + 1e-6)
         o = o.reshape(T, -1, N * V) * self.param("norm_scale", nn.initializers.ones, (N * V,))
-        gate = jax.nn.sigmoid(p["og"]) if self.cell == "mlstm" else jax.nn.silu(p["z"])
+        if self.cell != "hgrn2":
+            o = o * (jax.nn.sigmoid(p["og"]) if self.cell == "mlstm" else jax.nn.silu(p["z"]))
         W_out = self.param("out", self.kernel_init, (N * V, self.features), jnp.float32)
-        y = matmul(o * gate, W_out, self.dtype)
+        y = matmul(o, W_out, self.dtype)
         if self.cell == "mlstm":
             carry = state
+        elif self.cell == "hgrn2":
+            carry = (state,)
         elif self.cell == "retnet":
             carry = (state, carry[1] + (T if lengths is None else lengths.astype(jnp.int32)))
         else:
             carry = (state, conv)
         return carry, y
 
-    def _recurrence(self, carry, q, k, v, p, keep):
+    def _recurrence(self, carry, q, k, v, p, keep, lower_bound=None):
         """The gates, then the recurrence: `(o [B, N, T, V], its final state)`."""
         N, K, V = self.widths()
         fn = RECURRENCES[self.cell]
@@ -206,8 +214,19 @@ class MatrixLayer(nn.Module):
             if self.cell == "gla":  # its chunk form's clamp
                 floor = -chunkwise.GLA_MAX_LOG_DECAY
             run = functools.partial(_signed, run, floor=floor)
+        if self.cell == "hgrn2":  # forget gates f >= the layer's lower bound; the key 1 - f
+            g = jax.nn.log_sigmoid(k)  # [B, N, T, K]
+            if lower_bound is not None:
+                gamma = _heads(jnp.broadcast_to(lower_bound, (1, 1, N * K)), N)  # [1, N, 1, K]
+                g = jnp.logaddexp(jnp.log(gamma), jnp.log1p(-gamma) + g)
+            g = jnp.maximum(g, -chunkwise.GLA_MAX_LOG_DECAY)  # the chunk form's clamp, as GLA's
+            k = -jnp.expm1(g)
+            if keep is not None:
+                g = jnp.where(keep[..., None], g, 0.0)
         if keep is not None:  # steps past the end: no input, decay 1
             k = jnp.where(keep[..., None], k, 0.0)
+        if self.cell == "hgrn2":
+            return run(jax.nn.silu(q) * K**-0.5, k, v, g, carry[0])
         if self.cell == "gla":
             W_up = self.param("gate_up", self.kernel_init, (GLA_GATE_RANK, N * K), jnp.float32)
             b = self.param("gate_bias", nn.initializers.zeros_init(), (N * K,), jnp.float32)
@@ -292,8 +311,9 @@ RECURRENCES = {
     "deltanet": chunkwise.gated_delta,
     "deltaproduct": chunkwise.delta_product,
     "retnet": chunkwise.linear_attention,
+    "hgrn2": chunkwise.linear_attention,
 }
 MATRIX_CELLS = tuple(RECURRENCES)
-UNCONVOLVED = ("mlstm", "retnet")  # the cells whose layer has no short convolution
+UNCONVOLVED = ("mlstm", "retnet", "hgrn2")  # the cells whose layer has no short convolution
 # Cells whose transition `negative_eigenvalues` extends to [-1, 1] (Grazzi et al. 2025).
 NEGATIVE_EIGENVALUE_CELLS = ("gla", "mamba2", "gated_deltanet", "deltanet", "deltaproduct")

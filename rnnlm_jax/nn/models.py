@@ -19,8 +19,15 @@ from rnnlm_jax.nn.attention import POSITIONS
 from rnnlm_jax.nn.blocks import ResidualBlock, block_mixers, block_state, check_conv_width
 from rnnlm_jax.nn.head import Dense
 from rnnlm_jax.nn.initializers import INITS, head_initializers, initializers  # noqa: F401
-from rnnlm_jax.nn.layer import CELLS, RNNLayer, State, translate_deprecated, zero_state  # noqa: F401
-from rnnlm_jax.nn.matrix_cells import GATE_SOFT_CAP
+from rnnlm_jax.nn.layer import (  # noqa: F401
+    CELLS,
+    RNNLayer,
+    State,
+    hgrn2_lower_bounds,
+    translate_deprecated,
+    zero_state,
+)
+from rnnlm_jax.nn.matrix_cells import GATE_SOFT_CAP, head_widths
 from rnnlm_jax.nn.spec import LAYER_FIELDS, ModelSpec
 
 BLOCKS = ("stack", "residual", "xlstm", "gpt")
@@ -172,6 +179,11 @@ class RNNModel(nn.Module):
                 )  # fmt: skip
                 for i, mixer in enumerate(self.block_mixers())
             ]
+            self.lower_bounds = None
+            if self.block == "residual" and "hgrn2" in self.block_mixers():
+                N, K, _ = head_widths(H, self.num_heads, self.key_dim, self.value_dim)
+                self.lower_bounds = self.param("lower_bounds", nn.initializers.zeros_init(),
+                                               (self.num_layers, N * K), jnp.float32)  # fmt: skip
             if self.block == "gpt":
                 self.final_norm = nn.LayerNorm(epsilon=1e-5, use_bias=False)
             else:
@@ -260,15 +272,25 @@ class RNNModel(nn.Module):
         if self.block == "stack":
             return self.rnn(x, state, deterministic)
         mixed = self.is_mixed()
+        bounds = self._hgrn2_bounds()
         finals = []
         for i, block in enumerate(self.blocks):
             block_state_ = state[i] if mixed else state
             pick = 0 if mixed else i
-            x, final = block(x, jax.tree.map(lambda s, j=pick: s[j], block_state_), deterministic)
+            bound = bounds[i] if bounds is not None and i > 0 else None
+            x, final = block(x, jax.tree.map(lambda s, j=pick: s[j], block_state_), deterministic,
+                             bound)  # fmt: skip
             finals.append(final)
         if mixed:
             return x, tuple(jax.tree.map(lambda s: s[None], f) for f in finals)
         return x, jax.tree.map(lambda *s: jnp.stack(s), *finals)
+
+    def _hgrn2_bounds(self):
+        """HGRN2's forget-gate lower bounds of the blocks, `[L, N K]`, from the model's
+        `lower_bounds` (`layer.hgrn2_lower_bounds`); None without an hgrn2 block."""
+        if self.lower_bounds is None:
+            return None
+        return hgrn2_lower_bounds(self.lower_bounds)
 
     @nn.nowrap
     def block_mixers(self) -> tuple[str, ...]:
