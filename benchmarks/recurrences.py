@@ -29,13 +29,18 @@ model's natural context (ours: one stream, the state carried; nanoGPT: a sliding
 cell, from freshly initialised 1 x 256 models (the work does not depend on the weights).
 `scans`: `linear_scan` alone, forward and backward, at `[T, B, H]`, by each scan: the
 time and the bytes XLA's cost analysis counts.
-`matrix`: each matrix-state cell (`MATRIX`; deltaproduct with 2 updates a token) at B 8, 4 heads of
-width 64 (H 256), T 256, 1024, 4096: forward + backward milliseconds of the recurrence alone
-and of the whole layer (projections, convolution, norm, gates), in every form, the chunkwise
-one at chunks of 16 to 128, the forms alternated within each of `--repeats` rounds in one
-process per (cell, T), the median reported; XLA's memory of the compiled backward pass; and
-at T 1024 the chunkwise form against the recurrent one: outputs, final state and gradients
-(inputs, gates, initial state), the largest relative difference.
+`matrix`: each matrix-state cell (`MATRIX`, `--cells`; deltaproduct with 2 updates a token)
+at B 8, 4 heads of width 64 (H 256), T 35, 256, 1024 (`--lengths`): forward + backward
+milliseconds of the recurrence alone and of the whole layer (projections, convolution, norm,
+gates), in every form (the parallel one up to `--parallel_up_to`), the chunkwise one at
+`--chunks`, the forms alternated within each of `--repeats` rounds in one process per
+(cell, T), the median reported; the layer's GFLOP/s (XLA's count) and, in the table, its
+share of the matmul peak measured before and after in the same run; the projections alone
+(input and output, forward and backward) timed in the same rounds, the layer's time outside
+them, and the ratio the chunk form would reach were its other work free; XLA's memory of
+the compiled backward pass; and at T 1024 the chunkwise form against the recurrent one:
+outputs, final state and gradients (inputs, gates, initial state), the largest relative
+difference.
 `memory`: one AdamW training step of the Shakespeare-sized model (two residual blocks of
 width 256, MLP 512, 4 heads, vocab 66) at B 8, T 4096, each remat, each in a fresh process:
 XLA's memory of the compiled step and the process's peak resident memory.
@@ -431,7 +436,7 @@ def _recurrence_inputs(cell: str, B: int, N: int, T: int, K: int):
     return fn, (q, k * K**-0.5, v, log_i, jax.nn.log_sigmoid(-g), *state)
 
 
-def matrix_child(cell: str, T: int, repeats: int, chunks: list[int]) -> dict:
+def matrix_child(cell: str, T: int, repeats: int, chunks: list[int], parallel_up_to=1024) -> dict:
     """Every form of `cell` at length T: see the module docstring (`matrix`)."""
     import jax
     import jax.numpy as jnp
@@ -441,7 +446,7 @@ def matrix_child(cell: str, T: int, repeats: int, chunks: list[int]) -> dict:
 
     B, N, K, H = 8, 4, 64, 256
     forms = [("recurrent", 0)] + [("chunkwise", c) for c in chunks if c < T]
-    if T <= 1024:
+    if T <= parallel_up_to:
         forms.append(("parallel", T))
     fn, args = _recurrence_inputs(cell, B, N, T, K)
     x = jax.random.normal(jax.random.key(1), (T, B, H))
@@ -464,7 +469,18 @@ def matrix_child(cell: str, T: int, repeats: int, chunks: list[int]) -> dict:
         rec = jax.jit(jax.value_and_grad(loss, argnums)).lower(*args).compile()
         lay = jax.jit(jax.grad(layer_loss, (0, 1))).lower(params, x).compile()
         compiled[(form, chunk)] = (rec, lay, params)
+
+    # The projections alone, which both forms pay: the input projection (every piece) and
+    # the output one, forward and backward, at the layer's shapes.
+    W_in, W_out = params["params"]["in_proj"], params["params"]["out"]
+
+    def projections(W_in, W_out, x):
+        p = x @ W_in
+        return jnp.sum((p[..., : W_out.shape[0]] @ W_out) ** 2) + jnp.sum(p)
+
+    proj = jax.jit(jax.grad(projections, (0, 1, 2))).lower(W_in, W_out, x).compile()
     times = {key: ([], []) for key in compiled}
+    proj_times = []
     for _ in range(repeats):  # the forms alternated within each round
         for key, (rec, lay, params) in compiled.items():
             jax.block_until_ready(rec(*args))
@@ -473,16 +489,24 @@ def matrix_child(cell: str, T: int, repeats: int, chunks: list[int]) -> dict:
             times[key][1].append(
                 _timed(lambda lay=lay, params=params: jax.block_until_ready(lay(params, x)))
             )
+        jax.block_until_ready(proj(W_in, W_out, x))
+        proj_times.append(_timed(lambda: jax.block_until_ready(proj(W_in, W_out, x))))
+    proj_ms = 1e3 * statistics.median(proj_times)
     rows = []
     for (form, chunk), (rec, lay, _) in compiled.items():
         mem = rec.memory_analysis()
+        layer_ms = 1e3 * statistics.median(times[(form, chunk)][1])
         rows.append({"form": form, "chunk": chunk,
                      "recurrence_ms": 1e3 * statistics.median(times[(form, chunk)][0]),
-                     "layer_ms": 1e3 * statistics.median(times[(form, chunk)][1]),
+                     "layer_ms": layer_ms,
+                     "layer_gflop": _flops(lay) / 1e9,
+                     "layer_gflops": _flops(lay) / layer_ms / 1e6,
+                     "outside_projections": 1.0 - proj_ms / layer_ms,
                      "recurrence_temp_bytes": int(getattr(mem, "temp_size_in_bytes", 0)),
                      "layer_temp_bytes": int(getattr(lay.memory_analysis(),
                                                      "temp_size_in_bytes", 0))})  # fmt: skip
-    out = {"cell": cell, "T": T, "rows": rows}
+    out = {"cell": cell, "T": T, "rows": rows, "projections_ms": proj_ms,
+           "projections_gflop": _flops(proj) / 1e9}  # fmt: skip
     if T == 1024:  # the chunkwise form (the fastest chunk) against the recurrent one
         best = min((r for r in rows if r["form"] == "chunkwise"), key=lambda r: r["recurrence_ms"])
         ref_loss, ref = compiled[("recurrent", 0)][0](*args)
@@ -503,10 +527,12 @@ def matrix_child(cell: str, T: int, repeats: int, chunks: list[int]) -> dict:
 
 def matrix(args) -> dict:
     out = {"batch": 8, "heads": 4, "head_width": 64, "repeats": args.repeats, "cells": []}
+    peaks = [_child(["peak", "0", "-", "0", "0", "0", "0"])["gflops"]]
     for T in args.lengths:
-        for cell in MATRIX:
+        for cell in [c for c in args.cells if c in MATRIX]:
             r = _json_of([sys.executable, __file__, "matrix-child", cell, str(T),
-                          str(args.repeats), ",".join(map(str, args.chunks))])  # fmt: skip
+                          str(args.repeats), ",".join(map(str, args.chunks)),
+                          str(args.parallel_up_to)])  # fmt: skip
             out["cells"].append(r)
             for row in r["rows"]:
                 print(f"{cell} T={T} {row['form']} {row['chunk']}: recurrence "
@@ -515,22 +541,43 @@ def matrix(args) -> dict:
                       flush=True)  # fmt: skip
             if "check" in r:
                 print(f"{cell} check: {r['check']}", file=sys.stderr, flush=True)
+    peaks.append(_child(["peak", "0", "-", "0", "0", "0", "0"])["gflops"])
+    out["matmul_peak_gflops"] = statistics.median(peaks)  # before and after: their median
     return out
 
 
 def matrix_table(result: dict) -> str:
+    """Every form; then, per cell and length, the fastest chunk's layer against the
+    recurrent one and the bound the projections set on that ratio."""
+    peak = result.get("matmul_peak_gflops")
     lines = ["| cell | T | form | chunk | recurrence fwd+bwd, ms | x recurrent | layer "
-             "fwd+bwd, ms | x recurrent | XLA temp of the recurrence's backward, MiB |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+             "fwd+bwd, ms | x recurrent | layer GFLOP/s (of the matmul peak) | layer's time "
+             "outside the projections | XLA temp of the recurrence's backward, MiB |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for r in result["cells"]:
         rec = next(x for x in r["rows"] if x["form"] == "recurrent")
         for x in r["rows"]:
+            share = f" ({x['layer_gflops'] / peak:.0%})" if peak and "layer_gflops" in x else ""
             lines.append(
                 f"| {r['cell']} | {r['T']} | {x['form']} | {x['chunk'] or '-'} | "
                 f"{x['recurrence_ms']:.1f} | {rec['recurrence_ms'] / x['recurrence_ms']:.2f} | "
                 f"{x['layer_ms']:.1f} | {rec['layer_ms'] / x['layer_ms']:.2f} | "
+                f"{x.get('layer_gflops', 0):.0f}{share} | "
+                f"{x.get('outside_projections', 0):.0%} | "
                 f"{x['recurrence_temp_bytes'] / 2**20:.0f} |"
             )
+    lines += ["", "| cell | T | layer: recurrent / fastest chunkwise (chunk), ms | x | the "
+              "projections alone, ms | x if the chunk form's other work were free |",
+              "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for r in result["cells"]:
+        if "projections_ms" not in r:
+            continue
+        rec = next(x for x in r["rows"] if x["form"] == "recurrent")
+        best = min((x for x in r["rows"] if x["form"] == "chunkwise"), key=lambda x: x["layer_ms"])
+        lines.append(f"| {r['cell']} | {r['T']} | {rec['layer_ms']:.0f} / {best['layer_ms']:.0f} "
+                     f"({best['chunk']}) | {rec['layer_ms'] / best['layer_ms']:.2f} | "
+                     f"{r['projections_ms']:.0f} | "
+                     f"{rec['layer_ms'] / r['projections_ms']:.1f} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -579,9 +626,9 @@ def main():
         print(json.dumps(evaluate_child(sys.argv[2])))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "matrix-child":
-        cell, T, repeats, chunks = sys.argv[2:]
+        cell, T, repeats, chunks, parallel_up_to = sys.argv[2:]
         chunks = [int(c) for c in chunks.split(",")]
-        print(json.dumps(matrix_child(cell, int(T), int(repeats), chunks)))
+        print(json.dumps(matrix_child(cell, int(T), int(repeats), chunks, int(parallel_up_to))))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "memory-child":
         remat, cell, T = sys.argv[2:]
@@ -596,6 +643,8 @@ def main():
                                     "memory"))  # fmt: skip
     p.add_argument("--chunks", type=int, nargs="+", default=[16, 32, 64, 128])
     p.add_argument("--cells", nargs="+", default=list(MATRIX) + ["mingru"])
+    p.add_argument("--parallel_up_to", type=int, default=1024,
+                   help="matrix: the longest T the parallel form is measured at")  # fmt: skip
     p.add_argument("--lengths", type=int, nargs="+", default=[35, 256, 1024])
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--hidden", type=int, default=256)

@@ -44,11 +44,14 @@ def attention_state(prefix: tuple, num_hiddens: int, num_heads: int, window: int
 
 def rotary(x: jax.Array, positions: jax.Array) -> jax.Array:
     """Rotary position embedding (Su et al. 2021; GPT-NeoX's halves) of `x [B, T, N, d]` at
-    integer `positions [B, T]`."""
+    integer `positions [B, T]`; or of `x [B, N, T, d]` at `positions [B, 1, T]` (any
+    positions that broadcast against x's leading axes, the heads' axis of length 1)."""
     half = x.shape[-1] // 2
     freqs = ROPE_BASE ** (-jnp.arange(half, dtype=jnp.float32) / half)
-    angles = positions[..., None].astype(jnp.float32) * freqs  # [B, T, half]
-    cos, sin = jnp.cos(angles)[:, :, None], jnp.sin(angles)[:, :, None]
+    angles = positions[..., None].astype(jnp.float32) * freqs  # [..., half]
+    if positions.ndim == 2:  # [B, T]: the heads' axis after time
+        angles = angles[:, :, None]
+    cos, sin = jnp.cos(angles), jnp.sin(angles)
     x1, x2 = x[..., :half], x[..., half : 2 * half]
     rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
     return jnp.concatenate([rotated, x[..., 2 * half :]], axis=-1)

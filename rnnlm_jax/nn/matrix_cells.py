@@ -167,18 +167,17 @@ class MatrixLayer(nn.Module):
         lengths = None if mask is None else mask.sum(axis=0)
         if self.cell in UNCONVOLVED:
             q, k, v = p["q"], p["k"], p["v"]
-        else:
-            qkv, conv = Conv1D(name="conv_1d")(carry[1], jnp.concatenate(
-                [p["q"], p["k"], p["v"]], axis=-1), lengths)  # fmt: skip
-            cuts = np.cumsum([p["q"].shape[-1], p["k"].shape[-1]])
-            q, k, v = jnp.split(jax.nn.silu(qkv), cuts, axis=-1)
+        else:  # q, k, v lead the projection: convolved as the one slice they are
+            cuts = np.cumsum([pieces["q"], pieces["k"], pieces["v"]])
+            qkv, conv = Conv1D(name="conv_1d")(carry[1], proj[..., : cuts[2]], lengths)
+            q, k, v = jnp.split(jax.nn.silu(qkv), cuts[:2], axis=-1)
         q, k, v = _heads(q, N), _heads(k, N), _heads(v, N)  # [B, N, T, .]
         keep = None
         if mask is not None:  # [B, N, T]
             keep = _per_head(jnp.broadcast_to(mask[..., None], mask.shape + (N,)))
         if self.cell == "retnet":  # rotary positions on q and k, counted by the carry
             steps = carry[1][:, None] + jnp.arange(T)[None, :]  # [B, T]
-            q, k = (rotary(a.transpose(0, 2, 1, 3), steps).transpose(0, 2, 1, 3) for a in (q, k))
+            q, k = rotary(q, steps[:, None]), rotary(k, steps[:, None])
         o, state = self._recurrence(carry, q, k, v, p, keep, lower_bound)
         o = o.transpose(2, 0, 1, 3)  # [T, B, N, V]
         if self.cell == "hgrn2":  # one RMSNorm over every head, no output gate (HGRN2's)
