@@ -429,14 +429,21 @@ def test_heads_that_do_not_divide_the_width_are_one_line(tmp_path):
 @pytest.mark.parametrize(
     "field, value",
     [("remat", "sometimes"), ("chunk_size", -1), ("key_dim", -2), ("value_dim", -1),
-     ("form", "blocked"), ("num_heads", 0)],
+     ("form", "blocked"), ("num_heads", 0), ("num_householder", 0), ("gate_soft_cap", -1.0)],
 )  # fmt: skip
 def test_bad_matrix_fields_are_refused_naming_the_field(field, value):
     config = fields.defaults()
-    config.cell = "gla"
+    config.cell = {"num_householder": "deltaproduct", "gate_soft_cap": "mlstm"}.get(field, "gla")
     config[field] = value
     with pytest.raises(ConfigError, match=field):
         checks.validate(config)
+
+
+def test_a_bad_deltaproduct_is_one_line_and_writes_nothing(tmp_path):
+    r = run_main(SMOKE, "--config.cell=deltaproduct", "--config.num_householder=0",
+                 f"--workdir={tmp_path / 'w'}")  # fmt: skip
+    assert_one_error(r, 2, "num_householder")
+    assert not (tmp_path / "w").exists()
 
 
 def test_remat_block_in_a_stack_needs_a_parallel_in_time_cell():
