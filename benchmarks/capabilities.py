@@ -42,6 +42,11 @@ MODELS = {
     "mamba2_neg": ("mamba2", {"negative_eigenvalues": True}),
     "gated_deltanet": ("gated_deltanet", {}),
     "gated_deltanet_neg": ("gated_deltanet", {"negative_eigenvalues": True}),
+    "deltanet": ("deltanet", {}),
+    "deltanet_neg": ("deltanet", {"negative_eigenvalues": True}),
+    "deltaproduct_neg": ("deltaproduct", {"negative_eigenvalues": True}),  # n_h 2
+    "retnet": ("retnet", {}),
+    "hgrn2": ("hgrn2", {}),
     "attention": ("attention", {}),
     "hybrid": ("gated_deltanet", {"mixers": "gated_deltanet,attention"}),  # DeltaNet + SWA
     "gla": ("gla", {}),
@@ -68,6 +73,11 @@ PUBLISHED = {
     ("mingru_neg", "parity"): "[-1, 1] makes parity solvable by a linear recurrence (Grazzi)",
     ("gated_deltanet", "parity"): "chance with b in [0, 1] (Grazzi et al. 2025)",
     ("gated_deltanet_neg", "parity"): "solved with b in [0, 2] (Grazzi et al. 2025)",
+    ("deltanet", "parity"): "chance with b in [0, 1] (Grazzi et al. 2025)",
+    ("deltanet_neg", "parity"): "solved with b in [0, 2] (Grazzi et al. 2025)",
+    ("deltaproduct_neg", "parity"): "solved; n_h >= 2 reaches S3 as well (Siems et al. 2025)",
+    ("retnet", "parity"): "chance: fixed decays in [0, 1] (Grazzi et al. 2025)",
+    ("hgrn2", "parity"): "chance: eigenvalues in [0, 1] (Grazzi et al. 2025)",
     ("attention", "parity"): "no generalisation past training lengths (Deletang et al.)",
     ("attention", "mqar"): "solved at every width (Arora et al. 2023)",
 }

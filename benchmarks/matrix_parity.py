@@ -1,16 +1,20 @@
 r"""Writes the field's own values for every matrix-state recurrence, for the tests to compare
-each form against (needs torch, `fla-core` from the package index and a copy of NX-AI/xlstm,
-not JAX; `tests/test_matrix_parity.py` reads the file with no torch).
+each form against (needs torch, `fla-core` from the package index and copies of NX-AI/xlstm
+and state-spaces/mamba, not JAX; `tests/test_matrix_parity.py` reads the file with no torch).
 
     pip install torch fla-core
-    python benchmarks/matrix_parity.py --xlstm=PATH/TO/xlstm   # -> tests/data/matrix_parity.npz
+    python benchmarks/matrix_parity.py --xlstm=PATH/TO/xlstm --mamba=PATH/TO/mamba
 
 The references, loaded by path, not copied (the `fla.ops` package itself imports triton,
 which a CPU lacks; these files import only torch and einops):
   gla, hgrn2      fla/ops/gla/naive.py                naive_recurrent_gla (HGRN2: its key
                                                       1 - the forget gate, as fla's layer)
   mamba2          fla/ops/simple_gla/naive.py         naive_recurrent_simple_gla (scale 1:
-                                                      Mamba-2's SSD with one decay per head)
+                                                      Mamba-2's SSD with one decay per head),
+                  and mamba_ssm/modules/ssd_minimal.py  ssd_minimal_discrete, the paper's
+                                                      Listing 1, on the same inputs (its unused
+                                                      import of the triton kernel answered by
+                                                      an empty module)
   gated_deltanet  fla/ops/gated_delta_rule/naive.py   naive_recurrent_gated_delta_rule
   deltanet        fla/ops/delta_rule/naive.py         delta_rule_recurrence
   deltaproduct    fla/ops/gated_delta_product/naive.py  naive_recurrent_gated_delta_product
@@ -28,7 +32,7 @@ layout (`[B, N, T, ...]`, the gates as the recurrence takes them), the initial s
 outputs, the final state, and the gradients of `sum(o * coef(o)) + sum(S_T * coef(S_T))`
 (`coef`: `sin(1 + index)` over the array's entries) with respect to every input (q, k, v,
 each gate, the initial state), at T 45 (chunks of 8 and 16 leave a padded last one).
-Written with torch 2.13.0, fla-core 0.6.0 and xlstm commit 032a6fb.
+Written with torch 2.13.0, fla-core 0.6.0, xlstm commit 032a6fb and mamba commit e9594ce.
 """
 
 from __future__ import annotations
@@ -199,9 +203,31 @@ def cases(torch, g, xlstm: Path):
     return out, mods["retention"], backends
 
 
+def ssd_minimal(mamba: Path, inputs: dict, coef) -> dict:
+    """`mamba2/ssd_minimal/...`: mamba's `ssd_minimal_discrete` (X = v, A = the log decays,
+    B = k, C = q; chunks of 15) from the same initial state, its output, final state (in our
+    `[K, V]` layout) and gradients."""
+    for name in ("mamba_ssm", "mamba_ssm.ops", "mamba_ssm.ops.triton"):
+        sys.modules.setdefault(name, types.ModuleType(name))
+    kernel = types.ModuleType("mamba_ssm.ops.triton.ssd_combined")
+    kernel.mamba_chunk_scan_combined = None  # imported there, not used by the minimal SSD
+    sys.modules["mamba_ssm.ops.triton.ssd_combined"] = kernel
+    module = load(mamba / "mamba_ssm" / "modules" / "ssd_minimal.py", "mamba_ssd_minimal")
+    a = {k: v.detach().clone().requires_grad_() for k, v in inputs.items()}
+    bt = lambda x: x.transpose(1, 2)  # noqa: E731  [B, N, T, ...] -> [B, T, N, ...]
+    Y, final = module.ssd_minimal_discrete(bt(a["v"]), bt(a["g"]), bt(a["k"]), bt(a["q"]), 15,
+                                           a["S0"].transpose(-1, -2)[:, None])  # fmt: skip
+    o, S = bt(Y), final.transpose(-1, -2)
+    ((o * coef(o)).sum() + (S * coef(S)).sum()).backward()
+    out = {"mamba2/ssd_minimal/o": o, "mamba2/ssd_minimal/S0": S}
+    out |= {f"mamba2/ssd_minimal/grad/{k}": v.grad for k, v in a.items()}
+    return {k: v.detach().numpy() for k, v in out.items()}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--xlstm", required=True, help="a copy of NX-AI/xlstm")
+    parser.add_argument("--mamba", required=True, help="a copy of state-spaces/mamba")
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args(argv)
     import torch
@@ -227,6 +253,8 @@ def main(argv=None) -> None:
             if cell == "retnet":  # retention's own function, from a zero state
                 q, k, v = (inputs[n].detach() for n in ("q", "k", "v"))
                 arrays["retnet/naive_retention"] = retention.naive_retention(q, k, v).numpy()
+            if cell == "mamba2":  # mamba's own SSD (Listing 1) on the same inputs
+                arrays |= ssd_minimal(Path(args.mamba), inputs, coef)
             if cell == "mlstm":  # the parallel form from zeros
                 q, k, v, i, f = (inputs[n].detach() for n in ("q", "k", "v", "igate", "fgate"))
                 arrays["mlstm/parallel_from_zeros"] = backends.parallel_stabilized_simple(

@@ -15,8 +15,9 @@ Variants (after `:`; several join with `,`), one task and any of the cells:
             Deletang et al. ran them (in residual blocks the LSTM learned parity at the
             training lengths but stayed at chance past them: docs/capabilities.md);
             slstm, mingru, minlstm, rglru, lru, mlstm, gla, mamba2, gated_deltanet,
-            attention (over a window of 256 steps, rotary positions): two pre-norm residual
-            blocks of width 64 (gated MLP of width 128, 4 heads); hybrids and xLSTM's
+            deltanet, deltaproduct, retnet, hgrn2, attention (over a window of 256 steps,
+            rotary positions): two pre-norm residual blocks of width 64 (gated MLP of
+            width 128, 4 heads); hybrids and xLSTM's
             blocks by their fields (--config.mixers=gated_deltanet,attention;
             --config.block=xlstm --config.mixers=mlstm,slstm)
   smoke     seconds on a CPU, for tests
@@ -30,7 +31,8 @@ from rnnlm_jax.data.synthetic import TASKS
 
 CLASSIC = ("lstm", "gru", "rnn")
 CELLS = ("lstm", "gru", "rnn", "slstm", "mingru", "minlstm", "rglru", "lru", "mlstm", "gla",
-         "mamba2", "gated_deltanet", "attention")  # fmt: skip
+         "mamba2", "gated_deltanet", "deltanet", "deltaproduct", "retnet", "hgrn2",
+         "attention")  # fmt: skip
 
 
 def get_config(arg=None):
@@ -82,6 +84,8 @@ def get_config(arg=None):
     for variant in variants:
         if variant in CELLS:
             config.cell = variant
+    if config.cell == "deltaproduct":  # two Householder updates a token (n_h = 1: Gated DeltaNet)
+        config.num_householder = 2
     if config.cell in CLASSIC:  # Deletang et al.'s: one plain layer
         config.block, config.num_layers = "stack", 1
     if "smoke" in variants:

@@ -1,7 +1,8 @@
 """Every matrix-state recurrence, in every form, against the field's own code: values
 written by `benchmarks/matrix_parity.py` from flash-linear-attention's naive functions
 (fla-core 0.6.0: GLA, simple GLA as Mamba-2's SSD, the gated delta rule, the delta rule,
-gated DeltaProduct, retention) and xlstm's stabilised mLSTM (commit 032a6fb), run in float64.
+gated DeltaProduct, retention), mamba's minimal SSD (commit e9594ce) and xlstm's stabilised
+mLSTM (commit 032a6fb), run in float64.
 Read with no torch. Compared in float64 (outputs, final states and the gradients with
 respect to q, k, v, every gate and the initial state, within 1e-10 of the largest entry)
 and in float32 (1e-4 for outputs and states, 1e-3 for gradients), across chunk boundaries
@@ -17,7 +18,7 @@ import reference_files
 from rnnlm_jax.nn import chunkwise
 
 REGENERATE = ("pip install torch fla-core; python benchmarks/matrix_parity.py "
-              "--xlstm=PATH/TO/xlstm (docs/recurrences.md)")  # fmt: skip
+              "--xlstm=PATH/TO/xlstm --mamba=PATH/TO/mamba (docs/recurrences.md)")  # fmt: skip
 CELLS = ("gla", "mamba2", "gated_deltanet", "deltanet", "deltaproduct", "retnet", "hgrn2", "mlstm")
 FORMS = [("recurrent", 8), ("chunkwise", 8), ("chunkwise", 16), ("parallel", 8)]
 TOLERANCE = {"float64": (1e-10, 1e-10), "float32": (1e-4, 1e-3)}  # (values, gradients)
@@ -64,6 +65,22 @@ def _rel(got, want):
 @pytest.mark.parametrize("cell", CELLS)
 def test_every_form_equals_the_fields_own_code(cell, dtype):
     f = _case(cell)
+    _compare(cell, f, f, dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_mamba2_equals_mambas_own_minimal_ssd(dtype):
+    """mamba's `ssd_minimal_discrete` (the SSD paper's Listing 1), on the same inputs."""
+    f = _case("mamba2")
+    ref = {k[len("ssd_minimal/") :]: v for k, v in f.items() if k.startswith("ssd_minimal/")}
+    if not ref:
+        pytest.fail(f"matrix_parity.npz has no mamba2/ssd_minimal; write it again: {REGENERATE}")
+    _compare("mamba2", f, ref, dtype)
+
+
+def _compare(cell, f, ref, dtype):
+    """Every form on the fixture's inputs `f` against the reference values `ref`: outputs,
+    final state and gradients."""
     names = sorted(k[3:] for k in f if k.startswith("in/"))
     values, grads = TOLERANCE[dtype]
     with jax.enable_x64(dtype == "float64"):
@@ -77,11 +94,11 @@ def test_every_form_equals_the_fields_own_code(cell, dtype):
         run = jax.jit(jax.grad(loss, has_aux=True), static_argnums=(1, 2))
         for form, chunk in FORMS:
             got, (o, state) = run(inputs, form, chunk)
-            assert _rel(o, f["o"]) < values, (form, chunk)
+            assert _rel(o, ref["o"]) < values, (form, chunk)
             for i, leaf in enumerate(jax.tree.leaves(state)):
-                assert _rel(leaf, f[f"S{i}"]) < values, (form, chunk, i)
+                assert _rel(leaf, ref[f"S{i}"]) < values, (form, chunk, i)
             for n in names:
-                assert _rel(got[n], f["grad/" + n]) < grads, (form, chunk, n)
+                assert _rel(got[n], ref["grad/" + n]) < grads, (form, chunk, n)
 
 
 @pytest.mark.parametrize("cell", CELLS)
