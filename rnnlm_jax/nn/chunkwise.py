@@ -16,6 +16,8 @@ log i = `NO_INPUT`) leaves the state as it is: padding written so is free of eff
                     with one g per head)
   gated_delta       S_t = exp(g_t) (I - b_t k_t k_t^T) S_{t-1} + b_t k_t v_t^T,
                     o_t = S_t^T q_t  (the gated delta rule; k_t unit length)
+  delta_product     per token one decay, then n such updates without it (Gated
+                    DeltaProduct), as gated_delta over the T n interleaved updates
   mlstm             m_t = max(log f_t + m_{t-1}, log i_t),
                     C_t = f'_t C_{t-1} + i'_t k_t v_t^T, n_t = f'_t n_{t-1} + i'_t k_t,
                     f'_t = exp(log f_t + m_{t-1} - m_t), i'_t = exp(log i_t - m_t),

@@ -1,14 +1,17 @@
 """Layers of the matrix-state recurrences: xLSTM's mLSTM (Beck et al. 2024), gated linear
-attention (GLA, Yang et al. 2024), Mamba-2's SSD (Dao and Gu 2024) and Gated DeltaNet (Yang
-et al. 2025), each a multi-head layer around its recurrence in `chunkwise`.
+attention (GLA, Yang et al. 2024), Mamba-2's SSD (Dao and Gu 2024), Gated DeltaNet (Yang et
+al. 2025), DeltaNet (Schlag et al. 2021; Yang et al. 2024), Gated DeltaProduct (Siems et
+al. 2025), RetNet's retention (Sun et al. 2023) and HGRN2 (Qin et al. 2024), each a
+multi-head layer around its recurrence in `chunkwise`.
 
-Call as `(carry, inputs, mask=None) -> (carry, outputs)`: `inputs` int ids `[T, B]` (needs
-`vocab_size`) or floats `[T, B, D]`, time-major; `outputs` float32 `[T, B, H]`; `mask`
-bool `[T, B]`, False for the steps past a sequence's end, which leave the carry as it is.
-With N heads of key width K and value width V (default H / N each), one matmul projects
-every token to its queries, keys, values, gates and output gate; then
+Call as `(carry, inputs, mask=None, lower_bound=None) -> (carry, outputs)`: `inputs` int
+ids `[T, B]` (needs `vocab_size`) or floats `[T, B, D]`, time-major; `outputs` float32
+`[T, B, H]`; `mask` bool `[T, B]`, False for the steps past a sequence's end, which leave
+the carry as it is; `lower_bound` `[N K]`: hgrn2's forget-gate bound for this layer. With N
+heads of key width K and value width V (default H / N each), one matmul projects every
+token to its queries, keys, values, gates and output gate; then
 
-  gla, mamba2, gated_deltanet:
+  gla, mamba2, gated_deltanet, deltanet, deltaproduct:
     q, k, v = SiLU(Conv1D_4(W_q x, W_k x, W_v x))    (the short convolution, Mamba-2's and
                                                       Gated DeltaNet's; its window carried)
     gla:            g = max(logsigmoid(W_g2 W_g1 x + b_g) / 16, -4) per key dimension
@@ -17,20 +20,30 @@ every token to its queries, keys, values, gates and output gate; then
                     dt, plus the skip D * v (SSD, one group per head)
     gated_deltanet: q, k unit length per head, q scaled by K^-1/2, b = sigmoid(W_b x),
                     g = -exp(A_log) softplus(W_a x + b_a) per head
+    deltanet:       the same without the decay (g = 0)
+    deltaproduct:   as gated_deltanet with `num_householder` keys, values and b a token
     out = W_o (RMSNorm_per_head(o) * SiLU(W_z x))
+  retnet:
+    q, k rotary at the carried position, q scaled by K^-1/2; g = log(1 - 2^(-5 - h)) for
+    head h; out = W_o (RMSNorm_per_head(o) * SiLU(W_z x))
+  hgrn2:
+    f = sigmoid(W_f x) raised to the lower bound, g = max(log f, -4), k = 1 - exp(g),
+    q = SiLU(W_q x) K^-1/2, v = W_i x;  out = W_o RMSNorm(o) (over every head, no gate)
   mlstm:
-    q, k / sqrt(K), v;  log i = W_i x + b_i (exponential input gate),
-    log f = logsigmoid(W_f x + b_f) (sigmoid forget gate; `forget_gate="exp"`: W_f x + b_f)
+    q, k / sqrt(K), v;  log i = c tanh((W_i x + b_i) / c) (exponential input gate, soft-
+    capped at c = `gate_soft_cap`), log f = logsigmoid(c tanh((W_f x + b_f) / c)) (sigmoid
+    forget gate; `forget_gate="exp"`: its capped pre-activation itself)
     out = W_o (RMSNorm_per_head(h) * sigmoid(W_og x))     (xLSTM 7B's mLSTM layer)
 
 `negative_eigenvalues=True` (Grazzi et al. 2025) widens the transition's eigenvalues from
 [0, 1] to [-1, 1]: gla's and mamba2's decay a = exp(g) becomes 2 a - 1 (every form exact:
-`chunkwise.signed_decay`), gated_deltanet's b becomes 2 b, so I - b k k^T has eigenvalue
+`chunkwise.signed_decay`), the delta rules' b becomes 2 b, so I - b k k^T has eigenvalue
 1 - b in [-1, 1] along k.
 
-The carry: `(S [B, N, K, V], conv [B, 3, N (2K + V)])`; the mLSTM's `(C [B, N, K, V],
-n [B, N, K], m [B, N])`. The recurrences run in float32 whatever `dtype` (the matmuls'
-operands of the projections): the mLSTM's stabiliser needs it.
+The carry: `(S [B, N, K, V], conv [B, 3, N (K + n (K + V))])` (n: deltaproduct's updates a
+token, else 1); retnet's `(S, position [B])` (int32, the steps seen); hgrn2's `(S,)`; the
+mLSTM's `(C [B, N, K, V], n [B, N, K], m [B, N])`. The recurrences run in float32 whatever
+`dtype` (the matmuls' operands of the projections): the mLSTM's stabiliser needs it.
 """
 
 from __future__ import annotations
@@ -269,7 +282,7 @@ class MatrixLayer(nn.Module):
         if self.negative_eigenvalues:  # I - b k k^T has the eigenvalue 1 - b in [-1, 1]
             beta = 2.0 * beta
         q = q * jax.lax.rsqrt(jnp.sum(q * q, -1, keepdims=True) + 1e-6) * K**-0.5
-        if n > 1 or self.cell == "deltaproduct":  # n keys, values and betas per token
+        if self.cell == "deltaproduct":  # n keys, values and betas per token
             B, _, T = beta.shape
             beta = beta.reshape(B, N, n, T).transpose(0, 1, 3, 2)  # [B, N, T, n]
             k = k.reshape(k.shape[:3] + (n, K))
