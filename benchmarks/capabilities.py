@@ -47,6 +47,7 @@ MODELS = {
     "deltaproduct_neg": ("deltaproduct", {"negative_eigenvalues": True}),  # n_h 2
     "retnet": ("retnet", {}),
     "hgrn2": ("hgrn2", {}),
+    "rwkv7": ("rwkv7", {}),
     "attention": ("attention", {}),
     "hybrid": ("gated_deltanet", {"mixers": "gated_deltanet,attention"}),  # DeltaNet + SWA
     "gla": ("gla", {}),
@@ -78,6 +79,7 @@ PUBLISHED = {
     ("deltaproduct_neg", "parity"): "solved; n_h >= 2 reaches S3 as well (Siems et al. 2025)",
     ("retnet", "parity"): "chance: fixed decays in [0, 1] (Grazzi et al. 2025)",
     ("hgrn2", "parity"): "chance: eigenvalues in [0, 1] (Grazzi et al. 2025)",
+    ("rwkv7", "parity"): "its transition's eigenvalues reach -1 with a = 1 (Peng et al. 2025)",
     ("attention", "parity"): "no generalisation past training lengths (Deletang et al.)",
     ("attention", "mqar"): "solved at every width (Arora et al. 2023)",
 }

@@ -22,6 +22,8 @@ which a CPU lacks; these files import only torch and einops):
   retnet          fla/ops/retention/naive.py          naive_retention (from a zero state; its
                   and simple_gla's naive_recurrent_simple_gla with RetNet's decays, for the
                   final state and a carried one)
+  rwkv7           fla/ops/generalized_delta_rule/dplr/naive.py  dplr_recurrence (alpha = -kk,
+                                                      beta = kk a, RWKV-7's decays)
   mlstm           xlstm/blocks/mlstm/backends.py      recurrent_step_stabilized_simple, step by
                                                       step from a given (C, n, m), and
                                                       parallel_stabilized_simple from zeros
@@ -89,9 +91,10 @@ def fla_file(relative: str) -> Path:
 
 def cases(torch, g, xlstm: Path):
     """Each cell: `(inputs {name: tensor [B, N, T, ...]}, run(inputs) -> (o, S_T))`."""
-    mods = {name: load(fla_file(f"ops/{name}/naive.py"), f"fla_{name}")
+    mods = {name: load(fla_file(f"ops/{name}/naive.py"), f"fla_{name.replace('/', '_')}")
             for name in ("gla", "simple_gla", "gated_delta_rule", "delta_rule",
-                         "gated_delta_product", "retention")}  # fmt: skip
+                         "gated_delta_product", "retention",
+                         "generalized_delta_rule/dplr")}  # fmt: skip
     backends = load(xlstm / "xlstm" / "blocks" / "mlstm" / "backends.py", "xlstm_mlstm")
 
     def randn(*shape, scale=1.0):
@@ -114,6 +117,17 @@ def cases(torch, g, xlstm: Path):
         x,
         lambda a: mods["gla"].naive_recurrent_gla(
             bt(a["q"]), bt(a["k"]), bt(a["v"]), bt(a["g"]), a["S0"], output_final_state=True
+        ),
+    )
+
+    # RWKV-7: fla's generalised delta rule (DPLR), alpha = -kk, beta = kk a
+    kk = unit(randn(B, N, T, K))
+    x = base() | {"alpha": -kk, "beta": kk * torch.sigmoid(randn(B, N, T, K)),
+                  "g": -0.6065 * torch.sigmoid(randn(B, N, T, K))}  # fmt: skip
+    out["rwkv7"] = (
+        x,
+        lambda a: mods["generalized_delta_rule/dplr"].dplr_recurrence(
+            a["q"], a["k"], a["v"], a["alpha"], a["beta"], a["g"], a["S0"], True
         ),
     )
 
@@ -239,7 +253,7 @@ def main(argv=None) -> None:
         for cell, (inputs, run) in all_cases.items():
             inputs = {k: v.requires_grad_() for k, v in inputs.items()}
             o, S = run(inputs)
-            if cell not in ("deltanet", "mlstm"):  # [B, T, N, V]; those two give [B, N, T, V]
+            if cell not in ("deltanet", "rwkv7", "mlstm"):  # [B, T, N, V]; these [B, N, T, V]
                 o = o.transpose(1, 2)
             states = S if isinstance(S, tuple) else (S,)
             coef = lambda a: torch.sin(1.0 + torch.arange(a.numel(), dtype=a.dtype)).reshape(  # noqa: E731

@@ -17,7 +17,7 @@ Variants (after `:`; several join with `,`):
             32 x 35), on the same characters
   mingru, minlstm, rglru, lru
             the best model with that cell (rglru: Griffin's recurrent block)
-  mlstm, gla, mamba2, gated_deltanet, deltanet, deltaproduct, retnet, hgrn2
+  mlstm, gla, mamba2, gated_deltanet, deltanet, deltaproduct, retnet, hgrn2, rwkv7
             the best model with that matrix-state cell (4 heads, chunkwise; deltaproduct
             with 2 Householder updates per token)
   xlstm     the mlstm model in xLSTM's own mLSTM blocks (up-projection, convolution,
@@ -50,7 +50,7 @@ docs/recurrences.md.
 from rnnlm_jax.config import fields
 
 MODELS = ("lstm", "mingru", "minlstm", "rglru", "lru", "mlstm", "gla", "mamba2", "gated_deltanet",
-          "deltanet", "deltaproduct", "retnet", "hgrn2")  # fmt: skip
+          "deltanet", "deltaproduct", "retnet", "hgrn2", "rwkv7")  # fmt: skip
 # Steps of 8 x 128 characters at width 256 that fit about 110 s on 2 cores of an Intel Xeon,
 # start-up and compilation included: each cell's tokens/sec against minGRU's 15,700,
 # measured side by side (minGRU 1.00, mlstm 0.48, gla 0.41, mamba2 0.45, gated_deltanet 0.32).

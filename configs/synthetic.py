@@ -15,7 +15,7 @@ Variants (after `:`; several join with `,`), one task and any of the cells:
             Deletang et al. ran them (in residual blocks the LSTM learned parity at the
             training lengths but stayed at chance past them: docs/capabilities.md);
             slstm, mingru, minlstm, rglru, lru, mlstm, gla, mamba2, gated_deltanet,
-            deltanet, deltaproduct, retnet, hgrn2, attention (over a window of 256 steps,
+            deltanet, deltaproduct, retnet, hgrn2, rwkv7, attention (over a window of 256 steps,
             rotary positions): two pre-norm residual blocks of width 64 (gated MLP of
             width 128, 4 heads); hybrids and xLSTM's
             blocks by their fields (--config.mixers=gated_deltanet,attention;
@@ -31,7 +31,7 @@ from rnnlm_jax.data.synthetic import TASKS
 
 CLASSIC = ("lstm", "gru", "rnn")
 CELLS = ("lstm", "gru", "rnn", "slstm", "mingru", "minlstm", "rglru", "lru", "mlstm", "gla",
-         "mamba2", "gated_deltanet", "deltanet", "deltaproduct", "retnet", "hgrn2",
+         "mamba2", "gated_deltanet", "deltanet", "deltaproduct", "retnet", "hgrn2", "rwkv7",
          "attention")  # fmt: skip
 
 

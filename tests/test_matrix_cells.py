@@ -81,6 +81,21 @@ def reference_delta_product(q, k, v, beta, g, S):
     return np.stack(out, 2), S
 
 
+def reference_rwkv7(r, w, k, v, kk, a, S):
+    """RWKV-7 (Peng et al. 2025, eq. 17), S of shape [V, K]:
+    S_t = S_{t-1} (diag(w_t) - kk_t^T (a_t kk_t)) + v_t^T k_t, o_t = S_t r_t."""
+    r, w, k, v, kk, a = (np.asarray(x, np.float64) for x in (r, w, k, v, kk, a))
+    S = np.swapaxes(np.asarray(S, np.float64), -1, -2)  # [B, N, V, K]
+    out = []
+    for t in range(r.shape[2]):
+        kk_t = kk[:, :, t]
+        transition = (np.eye(r.shape[-1]) * w[:, :, t, None, :]
+                      - kk_t[..., :, None] * (a[:, :, t] * kk_t)[..., None, :])  # fmt: skip
+        S = S @ transition + v[:, :, t, :, None] * k[:, :, t, None, :]
+        out.append(np.einsum("bnvk,bnk->bnv", S, r[:, :, t]))
+    return np.stack(out, 2), np.swapaxes(S, -1, -2)
+
+
 def reference_mlstm(q, k, v, log_i, log_f, C, n):
     """mLSTM (Beck et al. 2024, eqs. 19-27) without the stabiliser, which leaves h as it is:
     C_t = f_t C_{t-1} + i_t v_t k_t^T, n_t = f_t n_{t-1} + i_t k_t,
@@ -111,6 +126,7 @@ def _cases():
     v2 = jnp.stack([v, 0.5 * jnp.roll(v, 3, axis=2)], axis=3)
     beta2 = jnp.stack([beta, jnp.roll(beta, 2, axis=2)], axis=3)
     retention = jnp.broadcast_to(retention_log_decays(N)[:, None], g_head.shape)
+    a_key = jax.nn.sigmoid(g_key + 2.0)
     return {
         "gla": (lambda f, c: chunkwise.linear_attention(q, k, v, g_key, S0, f, c),
                 lambda: reference_gla(q, k, v, g_key, S0)),
@@ -128,6 +144,9 @@ def _cases():
             lambda: reference_delta_product(q, k2, v2, beta2, g_head, S0)),
         "retnet": (lambda f, c: chunkwise.linear_attention(q, k, v, retention, S0, f, c),
                    lambda: reference_gla(q, k, v, retention, S0)),
+        # RWKV-7: the decay per key dimension, kk of unit length, a in (0, 1)
+        "rwkv7": (lambda f, c: chunkwise.dplr(q, k, v, -k_unit, k_unit * a_key, g_key, S0, f, c),
+                  lambda: reference_rwkv7(q, np.exp(g_key), k, v, k_unit, a_key, S0)),
         # HGRN2: GLA whose key is 1 - its forget gate
         "hgrn2": (lambda f, c: chunkwise.linear_attention(q, -jnp.expm1(g_key), v, g_key, S0, f, c),
                   lambda: reference_gla(q, -np.expm1(g_key), v, g_key, S0)),
@@ -215,7 +234,7 @@ def _layer(cell, **kw):
 
 @pytest.mark.parametrize("cell", MATRIX_CELLS)
 def test_the_layer_in_every_form_has_one_result_and_one_gradient(cell):
-    x = jax.random.normal(jax.random.key(0), (11, 2, 5))
+    x = jax.random.normal(jax.random.key(0), (11, 2, 8))  # width H: rwkv7 shifts its inputs
     layer = _layer(cell)
     state = jax.tree.map(lambda s: s + 0.1, layer.begin_state(2))
     params = layer.init(jax.random.key(1), x, state)
@@ -235,7 +254,7 @@ def test_the_layer_in_every_form_has_one_result_and_one_gradient(cell):
 
 @pytest.mark.parametrize("cell", MATRIX_CELLS)
 def test_state_carried_lengths_and_layouts(cell):
-    x = jax.random.normal(jax.random.key(4), (12, 3, 5))
+    x = jax.random.normal(jax.random.key(4), (12, 3, 8))
     layer = _layer(cell)
     params = layer.init(jax.random.key(5), x)
     apply = jax.jit(layer.apply)

@@ -13,10 +13,12 @@ from test_matrix_cells import (
     reference_gated_delta,
     reference_gla,
     reference_mlstm,
+    reference_rwkv7,
 )
 
 from rnnlm_jax.nn import chunkwise
 from rnnlm_jax.nn.matrix_cells import MATRIX_CELLS, MatrixLayer
+from rnnlm_jax.nn.rwkv7 import RWKV7TimeMix
 
 T, B, D, H, N = 9, 2, 5, 8, 2  # K = V = H / N = 4
 
@@ -155,7 +157,7 @@ def layer_carry(cell, key):
     return S, 0.5 * jax.random.normal(ks[1], (B, 3, N * (K + n * (K + V))))
 
 
-@pytest.mark.parametrize("cell", MATRIX_CELLS)
+@pytest.mark.parametrize("cell", [c for c in MATRIX_CELLS if c != "rwkv7"])
 @pytest.mark.parametrize("form", ["recurrent", "chunkwise"])
 def test_the_layer_computes_its_equations(cell, form):
     layer, params, x, carry = _layer_case(cell, form=form)
@@ -167,6 +169,55 @@ def test_the_layer_computes_its_equations(cell, form):
         m = np.asarray(layer.apply({"params": params}, carry, x)[0][2], np.float64)
         state = np.asarray(state, np.float64) * np.exp(m)[..., None, None]
     assert rel(state, want_state) < 1e-5, cell
+
+
+def reference_rwkv7_layer(params, x, carry):
+    """RWKV-7's time mix (`rwkv7`'s docstring; fla's `RWKV7Attention`) in float64."""
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+    x = np.asarray(x, np.float64)
+    S0, x_last = (np.asarray(c, np.float64) for c in carry)
+    K = H // N
+    xx = np.concatenate([x_last[None], x[:-1]]) - x
+    xr, xw, xk, xv, xa, xg = (x + xx * p["mix"][i] for i in range(6))
+
+    def lora(z, q, act=lambda a: a):
+        return act(z @ q["A"]) @ q["B"] + q.get("b", 0.0)
+
+    r, k, v = xr @ p["r_proj"], xk @ p["k_proj"], xv @ p["v_proj"]
+    log_w = -np.exp(-0.5) * _sigmoid(lora(xw, p["w_lora"], np.tanh))
+    a = _sigmoid(lora(xa, p["a_lora"]))
+    g = lora(xg, p["g_lora"], _sigmoid)
+    kk = _heads(k * p["k_k"])
+    kk = kk / np.sqrt(np.sum(kk * kk, -1, keepdims=True) + 1e-12)
+    k = k * (1 + (a - 1) * p["k_a"])
+    r, k, v, a = _heads(r), _heads(k), _heads(v), _heads(a)
+    o, S = reference_rwkv7(r, np.exp(_heads(log_w)), k, v, kk, a, S0)
+    o = (o - o.mean(-1, keepdims=True)) / np.sqrt(o.var(-1, keepdims=True) + K * 1e-5)
+    o = o * p["norm_scale"] + p["norm_bias"]
+    o = o + np.sum(r * k * p["r_k"][:, None], -1, keepdims=True) * v
+    o = o.transpose(2, 0, 1, 3).reshape(T, B, H) * g
+    return o @ p["o_proj"], S
+
+
+@pytest.mark.parametrize("form", ["recurrent", "chunkwise"])
+def test_the_rwkv7_time_mix_computes_its_equations(form):
+    layer = RWKV7TimeMix(H, N, form, 4)
+    ks = jax.random.split(jax.random.key(0), 4)
+    x = jax.random.normal(ks[0], (T, B, H))
+    carry = (
+        0.5 * jax.random.normal(ks[1], (B, N, H // N, H // N)),
+        jax.random.normal(ks[2], (B, H)),
+    )
+    params = layer.init(ks[3], carry, x)["params"]
+    leaves, tree = jax.tree.flatten(params)
+    noise = jax.random.split(jax.random.key(9), len(leaves))
+    params = jax.tree.unflatten(tree, [a + 0.3 * jax.random.normal(r, a.shape)
+                                       for a, r in zip(leaves, noise)])  # fmt: skip
+    (S, x_last), y = layer.apply({"params": params}, carry, x)
+    want_y, want_S = reference_rwkv7_layer(params, x, carry)
+    assert np.max(np.abs(np.asarray(y) - want_y)) / np.max(np.abs(want_y)) < 1e-5
+    assert np.max(np.abs(np.asarray(S) - want_S)) / np.max(np.abs(want_S)) < 1e-5
+    np.testing.assert_array_equal(x_last, x[-1])
 
 
 def test_hgrn2_forget_gates_keep_to_the_lower_bound_given():

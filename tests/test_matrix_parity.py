@@ -1,8 +1,8 @@
 """Every matrix-state recurrence, in every form, against the field's own code: values
 written by `benchmarks/matrix_parity.py` from flash-linear-attention's naive functions
 (fla-core 0.6.0: GLA, simple GLA as Mamba-2's SSD, the gated delta rule, the delta rule,
-gated DeltaProduct, retention), mamba's minimal SSD (commit e9594ce) and xlstm's stabilised
-mLSTM (commit 032a6fb), run in float64.
+gated DeltaProduct, retention, the generalised delta rule as RWKV-7's), mamba's minimal SSD
+(commit e9594ce) and xlstm's stabilised mLSTM (commit 032a6fb), run in float64.
 Read with no torch. Compared in float64 (outputs, final states and the gradients with
 respect to q, k, v, every gate and the initial state, within 1e-10 of the largest entry)
 and in float32 (1e-4 for outputs and states, 1e-3 for gradients), across chunk boundaries
@@ -19,7 +19,8 @@ from rnnlm_jax.nn import chunkwise
 
 REGENERATE = ("pip install torch fla-core; python benchmarks/matrix_parity.py "
               "--xlstm=PATH/TO/xlstm --mamba=PATH/TO/mamba (docs/recurrences.md)")  # fmt: skip
-CELLS = ("gla", "mamba2", "gated_deltanet", "deltanet", "deltaproduct", "retnet", "hgrn2", "mlstm")
+CELLS = ("gla", "mamba2", "gated_deltanet", "deltanet", "deltaproduct", "retnet", "hgrn2", "rwkv7",
+         "mlstm")  # fmt: skip
 FORMS = [("recurrent", 8), ("chunkwise", 8), ("chunkwise", 16), ("parallel", 8)]
 TOLERANCE = {"float64": (1e-10, 1e-10), "float32": (1e-4, 1e-3)}  # (values, gradients)
 
@@ -46,6 +47,8 @@ def _run(cell, a, form, chunk):
         return chunkwise.gated_delta(q * scale, k, v, a["beta"], zero, S0, form, chunk)
     if cell == "deltaproduct":
         return chunkwise.delta_product(q * scale, k, v, a["beta"], a["g"], S0, form, chunk)
+    if cell == "rwkv7":
+        return chunkwise.dplr(q * scale, k, v, a["alpha"], a["beta"], a["g"], S0, form, chunk)
     state = (S0, a["n0"], a["m0"])
     log_f = jax.nn.log_sigmoid(a["fgate"])
     return chunkwise.mlstm(q, k * scale, v, a["igate"], log_f, state, form, chunk)

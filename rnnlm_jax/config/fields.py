@@ -142,11 +142,11 @@ LM: dict[str, Field] = {
     "cell": F(_SPEC["cell"], "str", "rnn | gru | lstm | slstm (xLSTM's), or trained in "
               "parallel over time: mingru | minlstm | rglru | lru, or with a matrix state: "
               "mlstm | gla | mamba2 | gated_deltanet | deltanet | deltaproduct | retnet | "
-              "hgrn2, or attention (causal softmax attention over attention_window steps; "
+              "hgrn2 | rwkv7, or attention (causal softmax attention over attention_window steps; "
               "residual or gpt blocks)",
               choices=("rnn", "gru", "lstm", "slstm", "mingru", "minlstm", "rglru", "lru",
                        "mlstm", "gla", "mamba2", "gated_deltanet", "deltanet", "deltaproduct",
-                       "retnet", "hgrn2", "attention")),
+                       "retnet", "hgrn2", "rwkv7", "attention")),
     "block": F(_SPEC["block"], "str", "stack (plain stacked layers) | residual (pre-norm "
                "residual blocks: the recurrence, then a gated MLP) | xlstm (xLSTM's blocks: "
                "mlstm's up-projection, conv, mLSTM, skip, gate, no MLP; slstm's conv, sLSTM, "

@@ -263,6 +263,71 @@ def delta_product(q, k, v, beta, g, S0, form="auto", chunk_size=64):
     return o.reshape(B, N, T, n, -1)[:, :, :, -1], S
 
 
+# --- the generalised delta rule (diagonal plus low rank, RWKV-7's) --------------------------
+
+
+def dplr(q, k, v, alpha, beta, g, S0, form="auto", chunk_size=32):
+    """`S_t = diag(exp(g_t)) S_{t-1} + beta_t (alpha_t^T S_{t-1}) + k_t v_t^T`, `o_t = S_t^T
+    q_t`: a transition diagonal plus rank one (RWKV-7's, with alpha = -k^, beta = k^ a);
+    `alpha`, `beta`, `g` `[B, N, T, K]`, each step's log decay `>= -GLA_MAX_LOG_DECAY` for the
+    chunk forms (chunks of at most `GLA_MAX_CHUNK` steps), as GLA's."""
+    T = q.shape[2]
+    form = resolve_form(form, T, chunk_size)
+    if form == "recurrent":
+        return _dplr_recurrent(q, k, v, alpha, beta, g, S0)
+    return _dplr_chunk(q, k, v, alpha, beta, g, S0, min(_chunk_size(form, T, chunk_size),
+                                                        GLA_MAX_CHUNK))  # fmt: skip
+
+
+def _dplr_recurrent(q, k, v, alpha, beta, g, S0):
+    def step(S, inputs):
+        q_t, k_t, v_t, a_t, b_t, g_t = inputs
+        u = jnp.einsum("bnk,bnkv->bnv", a_t, S)  # alpha^T S, before the decay
+        S = jnp.exp(g_t)[..., None] * S + b_t[..., None] * u[..., None, :]
+        S = S + k_t[..., :, None] * v_t[..., None, :]
+        return S, jnp.einsum("bnk,bnkv->bnv", q_t, S)
+
+    xs = jax.tree.map(lambda a: jnp.moveaxis(a, 2, 0), (q, k, v, alpha, beta, g))
+    S, o = jax.lax.scan(step, S0, xs)
+    return jnp.moveaxis(o, 0, 2), S
+
+
+def _dplr_chunk(q, k, v, alpha, beta, g, S0, C):
+    """Within a chunk, with the pseudo-values `u_t = S_{t-1}^T alpha_t`, the state is
+    `S_t = Gamma_t S_0 + sum_{s <= t} (Gamma_t / Gamma_s)(beta_s u_s^T + k_s v_s^T)`
+    (Gamma the decays' running product per key dimension), so the chunk's u solve one unit
+    lower triangular system, `(I - L_ab) U = A S_0 + L_ak V`: `U = W S_0 + U~` with `W`, `U~`
+    computed for every chunk in parallel and only `U`, `S` passed through the scan (the WY
+    form, as `gated_delta`'s). Factors `exp(+-(G - G_mid))` keep the masks finite, as GLA's."""
+    T = q.shape[2]
+    q, k, v, alpha, beta, g = (_to_chunks(a, C) for a in (q, k, v, alpha, beta, g))
+    G = jnp.cumsum(g, axis=-2)  # [B, N, n, C, K]
+    before = G - g  # G_{t-1}
+    mid = G[..., C // 2 : C // 2 + 1, :]
+    a_mid, q_mid = alpha * jnp.exp(before - mid), q * jnp.exp(G - mid)
+    b_mid, k_mid = beta * jnp.exp(mid - G), k * jnp.exp(mid - G)
+    strict, causal = _tril(C, strict=True), _tril(C)
+    dot = lambda x, y, mask: jnp.where(mask, jnp.einsum("...rk,...sk->...rs", x, y), 0.0)  # noqa: E731
+    L_ab, L_ak = dot(a_mid, b_mid, strict), dot(a_mid, k_mid, strict)
+    inverse = unit_lower_inverse(-L_ab)  # (I - L_ab)^-1
+    W = inverse @ (alpha * jnp.exp(before))
+    U_own = inverse @ (L_ak @ v)
+    last = G[..., -1:, :]
+    b_end, k_end = beta * jnp.exp(last - G), k * jnp.exp(last - G)
+    dS_kv = jnp.einsum("...sk,...sv->...kv", k_end, v)
+
+    def step(S, inputs):
+        W_c, U_c, b_c, dS_c, a_c = inputs
+        U = U_c + W_c @ S
+        S_next = a_c[..., None] * S + jnp.einsum("...sk,...sv->...kv", b_c, U) + dS_c
+        return S_next, (S, U)
+
+    S, (starts, U) = _scan_chunks(step, S0, (W, U_own, b_end, dS_kv, jnp.exp(last[..., 0, :])))
+    o = jnp.einsum("...rk,...kv->...rv", q * jnp.exp(G), starts)
+    o = o + dot(q_mid, b_mid, causal) @ U + dot(q_mid, k_mid, causal) @ v
+    return _from_chunks(o, T), S
+
+
 # --- mLSTM ----------------------------------------------------------------------------------
 
 

@@ -37,6 +37,7 @@ from rnnlm_jax.nn.matrix_cells import (
     head_widths,
     matrix_state,
 )
+from rnnlm_jax.nn.rwkv7 import RWKV7TimeMix
 from rnnlm_jax.nn.slstm import SLSTMLayer, slstm_state
 
 
@@ -73,7 +74,7 @@ NAMED_CELLS = (*CELLS, "slstm", *LINEAR_CELLS, *MATRIX_CELLS)  # every cell by n
 # The chunkwise form's chunk per cell, the fastest forward + backward at T 1024 on 2 CPU
 # cores (`benchmarks/recurrences.py matrix`, docs/recurrences.md).
 CHUNK_SIZES = {"mlstm": 64, "gla": 32, "mamba2": 64, "gated_deltanet": 32, "deltanet": 32,
-               "deltaproduct": 16, "retnet": 64, "hgrn2": 32}  # fmt: skip
+               "deltaproduct": 16, "retnet": 64, "hgrn2": 32, "rwkv7": 32}  # fmt: skip
 PAIRED = ("lstm", "lru")  # cells whose state is a pair of [L, B, H] arrays
 # Cells whose transition `negative_eigenvalues` widens to [-1, 1] (Grazzi et al. 2025).
 NEGATIVE_EIGENVALUE_CELLS = (
@@ -448,10 +449,18 @@ class RNNLayer(nn.Module):
             carry = jax.tree.map(lambda s: s[0], zero)
         inits = initializers(self.initializer, self.init_scale, self.num_hiddens)
         kernel = {"kernel_init": inits["kernel_init"]} if "kernel_init" in inits else {}
+        chunk = self.chunk_size or CHUNK_SIZES[self.cell]
+        if self.cell == "rwkv7":
+            if self.key_dim or self.value_dim:
+                raise ValueError("rwkv7's heads are num_hiddens / num_heads wide: leave key_dim "
+                                 "and value_dim at 0")  # fmt: skip
+            layer_cls = nn.remat(RWKV7TimeMix) if self.remat == "block" else RWKV7TimeMix
+            layer = layer_cls(self.num_hiddens, self.num_heads, self.form, chunk, dtype=self.dtype,
+                              name=name, **kernel)  # fmt: skip
+            return layer(carry, x, mask)
         layer_cls = nn.remat(MatrixLayer) if self.remat == "block" else MatrixLayer
         layer = layer_cls(
-            self.cell, self.num_hiddens, self.vocab_size, form=self.form,
-            chunk_size=self.chunk_size or CHUNK_SIZES[self.cell],
+            self.cell, self.num_hiddens, self.vocab_size, form=self.form, chunk_size=chunk,
             negative_eigenvalues=self.negative_eigenvalues, gate_soft_cap=self.gate_soft_cap,
             dtype=self.dtype, name=name, **heads, **kernel,
         )  # fmt: skip

@@ -88,6 +88,8 @@ def matrix_state(cell: str, prefix: tuple, N: int, K: int, V: int, num_household
         return zeros(N, K, V), jnp.zeros(prefix, jnp.int32)
     if cell == "hgrn2":
         return (zeros(N, K, V),)
+    if cell == "rwkv7":  # the state, and the last input for the token shift
+        return zeros(N, K, V), zeros(N * K)
     n = num_householder if cell == "deltaproduct" else 1
     return zeros(N, K, V), zeros(CONV_WIDTH - 1, N * (K + n * (K + V)))
 
@@ -324,6 +326,7 @@ RECURRENCES = {
     "deltaproduct": chunkwise.delta_product,
     "retnet": chunkwise.linear_attention,
     "hgrn2": chunkwise.linear_attention,
+    "rwkv7": chunkwise.dplr,  # its layer: `rwkv7.RWKV7TimeMix`
 }
 MATRIX_CELLS = tuple(RECURRENCES)
 UNCONVOLVED = ("mlstm", "retnet", "hgrn2")  # the cells whose layer has no short convolution

@@ -336,6 +336,9 @@ def check_model_fields(model) -> None:
     if block == "stack" and cell == "attention":
         raise ValueError("cell 'attention' mixes tokens in residual blocks: it needs block "
                          "'residual' or 'gpt', not 'stack'")  # fmt: skip
+    if block == "stack" and cell == "rwkv7":
+        raise ValueError("cell 'rwkv7' shifts the residual stream's tokens: it needs block "
+                         "'residual', not 'stack'")  # fmt: skip
     mixers = block_mixers(cell, model.mixers, model.num_layers)
     allowed = {"xlstm": ("mlstm", "slstm"), "gpt": ("attention",)}.get(block)
     for mixer in dict.fromkeys(mixers):
