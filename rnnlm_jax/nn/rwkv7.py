@@ -84,7 +84,7 @@ class RWKV7TimeMix(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, carry, x, mask=None, lower_bound=None):
+    def __call__(self, carry, x, mask=None):
         H, N = self.features, self.num_heads
         if N < 1 or H % N:
             raise ValueError(f"rwkv7: num_heads={N} must divide num_hiddens={H}")
